@@ -1,0 +1,23 @@
+//! `POST /users`: creates a user; 201 with the user and its `Location`.
+
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Error, Request, Response};
+use users_api::user::{NewUser, UserPayload};
+use users_api::{ApiError, AppState, http};
+
+pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
+    http::respond(create(state, &request).await)
+}
+
+async fn create(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let payload: UserPayload = http::json_body(request, &state.limits)?;
+    let user = state
+        .users
+        .create(&NewUser::parse(payload, &state.limits)?)
+        .await?;
+    let mut response = http::json_value(StatusCode::CREATED, &user)?;
+    let location = HeaderValue::try_from(format!("/users/{}", user.id))
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}

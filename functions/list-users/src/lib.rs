@@ -1,0 +1,15 @@
+//! `GET /users?limit=N&cursor=C`: a page of users in creation order (not cached).
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Error, Request, Response};
+use users_api::{ApiError, AppState, http};
+
+pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
+    http::respond(list(state, &request).await)
+}
+
+async fn list(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let (cursor, limit) = http::list_query(request, &state.limits)?;
+    let page = state.users.list(cursor, limit).await?;
+    http::json_value(StatusCode::OK, &page)
+}

@@ -1,0 +1,244 @@
+//! Configuration from the environment, read once per cold start.
+//!
+//! Required values (`DATABASE_URL`, `REDIS_URL`) have no default: a function that
+//! would silently talk to the wrong database is worse than one that refuses to
+//! start. Every bound the service enforces (timeouts, body and field limits, cache
+//! lifetimes) is a setting here with a documented default. Errors name the
+//! variable and never echo its value, since URLs carry passwords.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Everything a function needs to build its state.
+#[derive(Clone)]
+pub struct Config {
+    pub postgres: PostgresConfig,
+    pub redis: RedisConfig,
+    pub cache: CacheConfig,
+    pub limits: Limits,
+}
+
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// Parsed from `DATABASE_URL`; holds the password, so never logged.
+    pub connection: tokio_postgres::Config,
+    pub pool_max_size: usize,
+    pub connect_timeout: Duration,
+    pub pool_wait_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL`; may hold a password, so never logged.
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// After a failed connect, how long requests bypass Redis before the next attempt.
+    pub reconnect_backoff: Duration,
+}
+
+#[derive(Clone)]
+pub struct CacheConfig {
+    /// Keys are `{key_prefix}:v1:user:{id}`; the `v1` changes with the entry format.
+    pub key_prefix: String,
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    /// How long a miss holds the right to fill an entry.
+    pub lease: Duration,
+    /// How long a miss waits for another caller's fill before going to Postgres.
+    pub fill_wait: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub name_max_chars: usize,
+    pub email_max_chars: usize,
+    pub list_max_limit: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+            name_max_chars: 200,
+            email_max_chars: 254,
+            list_max_limit: 100,
+        }
+    }
+}
+
+/// A setting that is missing or malformed. Displays the variable name and what
+/// is wrong with it, never its value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error: {} {}", self.variable, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can configure a function
+    /// without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let connection = env
+            .required("DATABASE_URL")?
+            .parse::<tokio_postgres::Config>()
+            .map_err(|_| ConfigError {
+                variable: "DATABASE_URL",
+                problem: "is not a valid PostgreSQL connection URL",
+            })?;
+        let redis_url = env.required("REDIS_URL")?;
+        if redis::parse_redis_url(&redis_url).is_none() {
+            return Err(ConfigError {
+                variable: "REDIS_URL",
+                problem: "is not a valid redis:// or rediss:// URL",
+            });
+        }
+        let defaults = Limits::default();
+        Ok(Self {
+            postgres: PostgresConfig {
+                connection,
+                pool_max_size: env.parse("PG_POOL_MAX_SIZE", 2)?,
+                connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
+                pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
+                statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
+            },
+            redis: RedisConfig {
+                url: redis_url,
+                connect_timeout: env.millis("REDIS_CONNECT_TIMEOUT_MS", 200)?,
+                response_timeout: env.millis("REDIS_RESPONSE_TIMEOUT_MS", 50)?,
+                reconnect_backoff: env.millis("REDIS_RECONNECT_BACKOFF_MS", 1000)?,
+            },
+            cache: CacheConfig {
+                key_prefix: env
+                    .optional("CACHE_KEY_PREFIX")
+                    .unwrap_or_else(|| "users-api".to_owned()),
+                ttl: Duration::from_secs(env.parse("CACHE_TTL_SECONDS", 3600)?),
+                negative_ttl: Duration::from_secs(env.parse("CACHE_NEGATIVE_TTL_SECONDS", 30)?),
+                lease: env.millis("CACHE_LEASE_MS", 3000)?,
+                fill_wait: env.millis("CACHE_FILL_WAIT_MS", 40)?,
+            },
+            limits: Limits {
+                max_body_bytes: env.parse("MAX_BODY_BYTES", defaults.max_body_bytes)?,
+                name_max_chars: env.parse("NAME_MAX_CHARS", defaults.name_max_chars)?,
+                email_max_chars: env.parse("EMAIL_MAX_CHARS", defaults.email_max_chars)?,
+                list_max_limit: env.parse("LIST_MAX_LIMIT", defaults.list_max_limit)?,
+            },
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.optional(name).ok_or(ConfigError {
+            variable: name,
+            problem: "is required but not set",
+        })
+    }
+
+    fn parse<T: FromStr + PartialOrd + Default>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        match raw.trim().parse::<T>() {
+            Ok(value) if value > T::default() => Ok(value),
+            _ => Err(ConfigError {
+                variable: name,
+                problem: "must be a positive whole number",
+            }),
+        }
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        self.parse(name, default).map(Duration::from_millis)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const REQUIRED: [(&str, &str); 2] = [
+        ("DATABASE_URL", "postgres://app:s3cret@localhost/users"),
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_required_values_are_set() {
+        let config = Config::from_lookup(lookup(&REQUIRED)).unwrap();
+        assert_eq!(config.cache.ttl, Duration::from_secs(3600));
+        assert_eq!(config.cache.key_prefix, "users-api");
+        assert_eq!(config.postgres.pool_max_size, 2);
+        assert_eq!(config.limits.max_body_bytes, 16384);
+    }
+
+    #[test]
+    fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("REDIS_URL", "redis://x")], "DATABASE_URL"),
+            (&[("DATABASE_URL", "postgres://u:p@h/d")], "REDIS_URL"),
+            (
+                &[("DATABASE_URL", "mysql:// s3cret"), REQUIRED[1]],
+                "DATABASE_URL",
+            ),
+            (
+                &[REQUIRED[0], ("REDIS_URL", "http://user:s3cret@h")],
+                "REDIS_URL",
+            ),
+            (
+                &[REQUIRED[0], REQUIRED[1], ("CACHE_TTL_SECONDS", "soon")],
+                "CACHE_TTL_SECONDS",
+            ),
+            (
+                &[REQUIRED[0], REQUIRED[1], ("CACHE_TTL_SECONDS", "0")],
+                "CACHE_TTL_SECONDS",
+            ),
+            (
+                &[REQUIRED[0], REQUIRED[1], ("PG_POOL_MAX_SIZE", "-1")],
+                "PG_POOL_MAX_SIZE",
+            ),
+        ];
+        for (pairs, variable) in cases {
+            let error = Config::from_lookup(lookup(pairs)).err().unwrap();
+            assert_eq!(error.variable, *variable);
+            let message = error.to_string();
+            assert!(message.contains(variable), "{message}");
+            assert!(!message.contains("s3cret"), "{message}");
+        }
+    }
+}

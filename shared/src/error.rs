@@ -1,0 +1,131 @@
+//! The one error type of the API and its mapping to HTTP.
+//!
+//! Each variant documents the status it answers with. Driver errors are
+//! classified here, once: a unique violation of the email index becomes 409, a
+//! statement timeout 504, a lost or refused connection 503. The client sees a
+//! code and a message written by us; the driver's text only goes to the log.
+
+use uuid::Uuid;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Name of the unique index on `lower(email)`, see `migrations/V1__create_users.sql`.
+pub const EMAIL_UNIQUE_INDEX: &str = "users_email_lower_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: some part of the request is malformed; `code` says which.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 404: no user with this id.
+    #[error("no user with id {0}")]
+    NotFound(Uuid),
+    /// 409: the email is already used by another user (case-insensitively).
+    #[error("a user with this email already exists")]
+    EmailTaken,
+    /// 413: the body is over `MAX_BODY_BYTES`.
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: a write whose body is not declared as JSON.
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    /// 503: Postgres (or Redis, for writes) could not be reached in time.
+    #[error("{dependency} is unavailable")]
+    Unavailable {
+        dependency: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// 504: Postgres did not finish within `PG_STATEMENT_TIMEOUT_MS`.
+    #[error("the database did not answer in time")]
+    Timeout(#[source] BoxError),
+    /// 500: a bug or an unexpected driver answer; details are logged only.
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+impl ApiError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest { .. } => 400,
+            Self::NotFound(_) => 404,
+            Self::EmailTaken => 409,
+            Self::PayloadTooLarge { .. } => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::Internal(_) => 500,
+            Self::Unavailable { .. } => 503,
+            Self::Timeout(_) => 504,
+        }
+    }
+
+    /// Machine-readable code sent in the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. } => code,
+            Self::NotFound(_) => "not_found",
+            Self::EmailTaken => "email_taken",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unavailable { .. } => "service_unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Message sent to the client: ours, never a driver's.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Unavailable { dependency, .. } => {
+                format!("{dependency} is unavailable, please retry later")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    pub(crate) fn unavailable(dependency: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            dependency,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let Some(db) = error.as_db_error() else {
+            // No server answer: the connection failed or was cut.
+            return Self::unavailable("the database", error);
+        };
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(EMAIL_UNIQUE_INDEX) {
+            Self::EmailTaken
+        } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
+            Self::Timeout(error.into())
+        } else if code.code().starts_with("08")
+            || code.code().starts_with("57P")
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || *code == SqlState::CANNOT_CONNECT_NOW
+        {
+            Self::unavailable("the database", error)
+        } else {
+            Self::Internal(error.into())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => error.into(),
+            other => Self::unavailable("the database", other),
+        }
+    }
+}

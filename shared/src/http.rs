@@ -1,0 +1,158 @@
+//! Turning API Gateway requests into typed input and results into responses.
+//!
+//! Works the same for HTTP API (payload v2) and REST API (payload v1) events,
+//! and for `cargo lambda watch`, whose requests may lack path parameters: the
+//! id is then taken from the last segment of the path. Every error becomes a
+//! JSON body `{"code": ..., "message": ...}`; server errors are logged with
+//! their cause chain and answered with our own message only.
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+/// Response header telling where a `find` answer came from: `hit`, `miss` or `bypass`.
+pub const X_CACHE: &str = "x-cache";
+
+/// The `{id}` of `/users/{id}`.
+pub fn path_id(request: &Request) -> Result<Uuid, ApiError> {
+    let parameters = request.path_parameters();
+    let raw = match parameters.first("id") {
+        Some(id) => id,
+        None => request
+            .uri()
+            .path()
+            .rsplit('/')
+            .find(|segment| !segment.is_empty())
+            .unwrap_or_default(),
+    };
+    Uuid::try_parse(raw)
+        .map_err(|_| ApiError::bad_request("invalid_id", "the user id in the path must be a UUID"))
+}
+
+/// The JSON body of a write: declared as JSON (else 415), within the size
+/// limit (else 413), and decoding into `T` (else 400).
+pub fn json_body<T: DeserializeOwned>(request: &Request, limits: &Limits) -> Result<T, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|media_type| {
+            let media_type = media_type.trim();
+            media_type.eq_ignore_ascii_case("application/json")
+                || (media_type.len() > 5
+                    && media_type.to_ascii_lowercase().starts_with("application/")
+                    && media_type.to_ascii_lowercase().ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let bytes: &[u8] = request.body().as_ref();
+    if bytes.len() > limits.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            limit: limits.max_body_bytes,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|error| {
+        // serde_json's message names the field and position, never a value of ours.
+        ApiError::bad_request("invalid_json", format!("invalid request body: {error}"))
+    })
+}
+
+/// `?limit=N&cursor=C` of `GET /users`: limit 1..=`LIST_MAX_LIMIT` (default 20).
+pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u32), ApiError> {
+    let query = request.query_string_parameters();
+    let limit = match query.first("limit") {
+        None => 20.min(limits.list_max_limit),
+        Some(raw) => match raw.parse::<u32>() {
+            Ok(limit) if (1..=limits.list_max_limit).contains(&limit) => limit,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "limit must be a whole number from 1 to {}",
+                        limits.list_max_limit
+                    ),
+                ));
+            }
+        },
+    };
+    let cursor = match query.first("cursor") {
+        None | Some("") => None,
+        Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor value from a previous page",
+            )
+        })?),
+    };
+    Ok((cursor, limit))
+}
+
+/// A JSON response from bytes that are already serialized.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let body = match String::from_utf8(body) {
+        Ok(text) => Body::Text(text),
+        Err(error) => Body::Binary(error.into_bytes()),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Serializes `value` as a JSON response.
+pub fn json_value<T: serde::Serialize>(
+    status: StatusCode,
+    value: &T,
+) -> Result<Response<Body>, ApiError> {
+    let body = serde_json::to_vec(value).map_err(|error| ApiError::Internal(error.into()))?;
+    Ok(json(status, body))
+}
+
+pub fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Body::Empty);
+    *response.status_mut() = status;
+    response
+}
+
+/// The JSON error response for `error`. Server-side failures are logged here,
+/// with their cause chain, and nowhere else.
+pub fn error_response(error: &ApiError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        lambda_http::tracing::error!(code = error.code(), error = %CauseChain(error), "request failed");
+    }
+    let body = serde_json::json!({ "code": error.code(), "message": error.public_message() });
+    json(status, body.to_string().into_bytes())
+}
+
+/// What a handler returns to the runtime: the response, or the error as JSON.
+/// Never `Err`, since a returned error reaches the client as Lambda's own 502.
+pub fn respond(
+    result: Result<Response<Body>, ApiError>,
+) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(result.unwrap_or_else(|error| error_response(&error)))
+}
+
+/// Displays an error and its sources, `outer: inner: root`.
+struct CauseChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! The event fixtures of `events/`, v1 (REST API) and v2 (HTTP API), through
+//! the real handlers against the real Postgres and Redis.
+
+use redis::AsyncCommands;
+use serde_json::json;
+use test_support::functions::{create, delete, find, list, update};
+use test_support::*;
+use uuid::Uuid;
+
+const VERSIONS: [&str; 2] = ["v2", "v1"];
+
+async fn create_ada(env: &TestEnv, version: &str) -> Uuid {
+    let response = create(
+        &env.state,
+        request_from(&fixture(&format!("create-user.{version}"))),
+    )
+    .await;
+    assert_eq!(status(&response), 201, "{:?}", response.body());
+    json_body(&response)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() {
+    for version in VERSIONS {
+        let env = TestEnv::new().await;
+
+        let response = create(
+            &env.state,
+            request_from(&fixture(&format!("create-user.{version}"))),
+        )
+        .await;
+
+        assert_eq!(status(&response), 201);
+        let user = json_body(&response);
+        let id: Uuid = user["id"].as_str().unwrap().parse().unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(user["email"], "ada@example.com");
+        assert_eq!(user["name"], "Ada Lovelace");
+        assert_eq!(user["created_at"], user["updated_at"]);
+        assert!(
+            time::OffsetDateTime::parse(
+                user["created_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            header(&response, "location"),
+            Some(format!("/users/{id}").as_str())
+        );
+        assert_eq!(header(&response, "content-type"), Some("application/json"));
+        let row = env
+            .pg()
+            .query_one(
+                &format!("SELECT email, name FROM {}.users WHERE id = $1", env.schema),
+                &[&id],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "ada@example.com");
+        assert_eq!(row.get::<_, String>(1), "Ada Lovelace");
+    }
+}
+
+#[tokio::test]
+async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
+    for version in VERSIONS {
+        let env = TestEnv::with_settings(&[("CACHE_TTL_SECONDS", "600")]).await;
+        let id = create_ada(&env, version).await;
+        let mut redis = env.redis().await;
+        let name = format!("find-user.{version}");
+
+        let first = find(&env.state, request_for(&name, id)).await;
+        let second = find(&env.state, request_for(&name, id)).await;
+
+        assert_eq!(status(&first), 200);
+        assert_eq!(header(&first, "x-cache"), Some("miss"));
+        assert_eq!(status(&second), 200);
+        assert_eq!(header(&second, "x-cache"), Some("hit"));
+        assert_eq!(json_body(&first), json_body(&second));
+        assert_eq!(json_body(&first)["id"], id.to_string());
+        let ttl: i64 = redis.ttl(env.cache_key(id)).await.unwrap();
+        assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
+        let cached: Vec<u8> = redis.get(env.cache_key(id)).await.unwrap();
+        assert!(!cached.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated() {
+    for version in VERSIONS {
+        let env = TestEnv::new().await;
+        let id = create_ada(&env, version).await;
+        let mut redis = env.redis().await;
+        find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
+        assert!(redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+
+        let updated = update(
+            &env.state,
+            request_for(&format!("update-user.{version}"), id),
+        )
+        .await;
+
+        assert_eq!(status(&updated), 200);
+        assert_eq!(json_body(&updated)["email"], "ada.lovelace@example.com");
+        assert_eq!(json_body(&updated)["name"], "Ada King");
+        assert!(!redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+        let found = find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
+        assert_eq!(header(&found, "x-cache"), Some("miss"));
+        assert_eq!(json_body(&found)["email"], "ada.lovelace@example.com");
+        assert_eq!(json_body(&found), json_body(&updated));
+        let email: String = env
+            .pg()
+            .query_one(
+                &format!("SELECT email FROM {}.users WHERE id = $1", env.schema),
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(email, "ada.lovelace@example.com");
+    }
+}
+
+#[tokio::test]
+async fn delete_answers_204_removes_row_and_entry_and_find_then_answers_404() {
+    for version in VERSIONS {
+        let env = TestEnv::new().await;
+        let id = create_ada(&env, version).await;
+        let mut redis = env.redis().await;
+        find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
+
+        let deleted = delete(
+            &env.state,
+            request_for(&format!("delete-user.{version}"), id),
+        )
+        .await;
+
+        assert_eq!(status(&deleted), 204);
+        assert!(deleted.body().is_empty());
+        assert_eq!(env.row_count().await, 0);
+        assert!(!redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+        let found = find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
+        assert_eq!(status(&found), 404);
+        assert_eq!(json_body(&found)["code"], "not_found");
+        let again = delete(
+            &env.state,
+            request_for(&format!("delete-user.{version}"), id),
+        )
+        .await;
+        assert_eq!(status(&again), 404);
+    }
+}
+
+#[tokio::test]
+async fn list_pages_through_users_in_creation_order_with_a_cursor() {
+    for version in VERSIONS {
+        let env = TestEnv::new().await;
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let body =
+                json!({"email": format!("user{n}@example.com"), "name": format!("User {n}")});
+            let response = create(
+                &env.state,
+                with_body(&format!("create-user.{version}"), Uuid::nil(), &body),
+            )
+            .await;
+            ids.push(json_body(&response)["id"].as_str().unwrap().to_owned());
+        }
+
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut event: serde_json::Value =
+                serde_json::from_str(&fixture(&format!("list-users.{version}"))).unwrap();
+            if let Some(cursor) = &cursor {
+                set_query(&mut event, version, "cursor", cursor);
+            }
+            let response = list(&env.state, request_from(&event.to_string())).await;
+            assert_eq!(status(&response), 200);
+            let page = json_body(&response);
+            let items = page["items"].as_array().unwrap();
+            assert!(items.len() <= 2);
+            seen.extend(
+                items
+                    .iter()
+                    .map(|user| user["id"].as_str().unwrap().to_owned()),
+            );
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+
+        assert_eq!(seen, ids);
+        assert_eq!(pages, 3);
+    }
+}
+
+fn set_query(event: &mut serde_json::Value, version: &str, key: &str, value: &str) {
+    event["queryStringParameters"][key] = json!(value);
+    if version == "v2" {
+        let raw = event["rawQueryString"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        event["rawQueryString"] = json!(format!("{raw}&{key}={value}"));
+    } else {
+        event["multiValueQueryStringParameters"][key] = json!([value]);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
+    let env = TestEnv::new().await;
+    let id = create_ada(&env, "v2").await;
+    let cases: [(&str, u16, &str); 9] = [
+        ("find-user.bad-uuid.v2", 400, "invalid_id"),
+        ("create-user.malformed-json.v2", 400, "invalid_json"),
+        ("create-user.unknown-field.v2", 400, "invalid_json"),
+        ("create-user.server-field.v2", 400, "invalid_json"),
+        ("create-user.invalid-email.v2", 400, "invalid_email"),
+        (
+            "create-user.wrong-content-type.v2",
+            415,
+            "unsupported_media_type",
+        ),
+        ("update-user.unknown-field.v2", 400, "invalid_json"),
+        ("list-users.bad-limit.v2", 400, "invalid_query"),
+        ("list-users.bad-cursor.v2", 400, "invalid_cursor"),
+    ];
+    for (name, expected, code) in cases {
+        let request = request_for(name, id);
+        let response = match name.split('.').next().unwrap() {
+            "create-user" => create(&env.state, request).await,
+            "update-user" => update(&env.state, request).await,
+            "list-users" => list(&env.state, request).await,
+            _ => find(&env.state, request).await,
+        };
+
+        assert_eq!(status(&response), expected, "{name}");
+        assert_eq!(
+            header(&response, "content-type"),
+            Some("application/json"),
+            "{name}"
+        );
+        let body = json_body(&response);
+        assert_eq!(body["code"], code, "{name}");
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    assert_eq!(env.row_count().await, 1);
+    let found = find(&env.state, request_for("find-user.v2", id)).await;
+    assert_eq!(json_body(&found)["email"], "ada@example.com");
+    assert_eq!(json_body(&found)["name"], "Ada Lovelace");
+}
+
+#[tokio::test]
+async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
+    let env = TestEnv::new().await;
+    let id = create_ada(&env, "v2").await;
+    let other = create(
+        &env.state,
+        with_body(
+            "create-user.v2",
+            Uuid::nil(),
+            &json!({"email": "grace@example.com", "name": "Grace"}),
+        ),
+    )
+    .await;
+    let other_id: Uuid = json_body(&other)["id"].as_str().unwrap().parse().unwrap();
+
+    let duplicate = create(
+        &env.state,
+        with_body(
+            "create-user.v1",
+            Uuid::nil(),
+            &json!({"email": "ADA@Example.COM", "name": "Imposter"}),
+        ),
+    )
+    .await;
+    let update_to_taken = update(
+        &env.state,
+        with_body(
+            "update-user.v2",
+            other_id,
+            &json!({"email": "Ada@example.com", "name": "Grace"}),
+        ),
+    )
+    .await;
+
+    assert_eq!(status(&duplicate), 409);
+    assert_eq!(json_body(&duplicate)["code"], "email_taken");
+    assert_eq!(status(&update_to_taken), 409);
+    assert_eq!(env.row_count().await, 2);
+    let found = find(&env.state, request_for("find-user.v2", other_id)).await;
+    assert_eq!(json_body(&found)["email"], "grace@example.com");
+    assert_ne!(id, other_id);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_and_writes_nothing() {
+    let env = TestEnv::with_settings(&[("MAX_BODY_BYTES", "256")]).await;
+    let body = json!({"email": "ada@example.com", "name": "A".repeat(300)});
+
+    let response = create(&env.state, with_body("create-user.v2", Uuid::nil(), &body)).await;
+
+    assert_eq!(status(&response), 413);
+    assert_eq!(json_body(&response)["code"], "payload_too_large");
+    assert_eq!(env.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn update_and_delete_of_an_unknown_user_are_404() {
+    let env = TestEnv::new().await;
+    let missing = Uuid::now_v7();
+
+    let updated = update(&env.state, request_for("update-user.v2", missing)).await;
+    let deleted = delete(&env.state, request_for("delete-user.v1", missing)).await;
+
+    assert_eq!(status(&updated), 404);
+    assert_eq!(json_body(&updated)["code"], "not_found");
+    assert_eq!(status(&deleted), 404);
+    assert_eq!(env.row_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_entry_is_a_miss_and_gets_replaced() {
+    let env = TestEnv::new().await;
+    let id = create_ada(&env, "v2").await;
+    let mut redis = env.redis().await;
+    let _: () = redis.set(env.cache_key(id), "{not json").await.unwrap();
+
+    let first = find(&env.state, request_for("find-user.v2", id)).await;
+    let second = find(&env.state, request_for("find-user.v2", id)).await;
+
+    assert_eq!(status(&first), 200);
+    assert_eq!(header(&first, "x-cache"), Some("miss"));
+    assert_eq!(header(&second, "x-cache"), Some("hit"));
+    assert_eq!(json_body(&second)["email"], "ada@example.com");
+}
+
+#[tokio::test]
+async fn without_path_parameters_the_id_comes_from_the_path() {
+    let env = TestEnv::new().await;
+    let id = create_ada(&env, "v2").await;
+    let mut event: serde_json::Value = serde_json::from_str(&fixture("find-user.v2")).unwrap();
+    event.as_object_mut().unwrap().remove("pathParameters");
+    event["rawPath"] = json!(format!("/lambda-url/find-user/{id}"));
+
+    let response = find(&env.state, request_from(&event.to_string())).await;
+
+    assert_eq!(status(&response), 200);
+    assert_eq!(json_body(&response)["id"], id.to_string());
+}

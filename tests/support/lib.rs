@@ -1,0 +1,256 @@
+//! Test support shared by the suite and the benchmarks: an isolated world per
+//! test (its own Postgres schema, its own Redis key prefix, both removed on
+//! drop), the event fixtures of `events/`, and calls into the real handlers.
+//!
+//! The services are the real local ones: `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`; the suite creates and uses a
+//! database `users_api_test` beside it) and `TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`).
+
+use lambda_http::{Body, Request, Response};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio_postgres::NoTls;
+use users_api::{AppState, Config};
+use uuid::Uuid;
+
+pub mod functions;
+
+/// The user id written in the find/update/delete fixtures; tests replace it.
+pub const FIXTURE_ID: &str = "0190f0c2-1111-7000-8000-000000000001";
+
+const TEST_DATABASE: &str = "users_api_test";
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The URL of the shared test database, with `search_path` set to `schema`.
+fn schema_database_url(schema: &str) -> String {
+    let admin: tokio_postgres::Config = admin_database_url().parse().expect("TEST_DATABASE_URL");
+    let host = match &admin.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(host) => host.clone(),
+        tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+    };
+    let port = admin.get_ports().first().copied().unwrap_or(5432);
+    let user = admin.get_user().unwrap_or("postgres");
+    format!("postgres://{user}@{host}:{port}/{TEST_DATABASE}?options=-c%20search_path%3D{schema}")
+}
+
+/// One test's world: a migrated schema, a key prefix and the function state
+/// built from them. Dropping it removes the schema and the keys.
+pub struct TestEnv {
+    pub state: AppState,
+    pub schema: String,
+    pub key_prefix: String,
+    pub settings: HashMap<String, String>,
+    pg: tokio_postgres::Client,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        Self::with_settings(&[]).await
+    }
+
+    /// `settings` override the environment the functions would read.
+    pub async fn with_settings(overrides: &[(&str, &str)]) -> Self {
+        let tag = Uuid::new_v4().simple().to_string();
+        let schema = format!("t_{tag}");
+        let key_prefix = format!("test-{tag}");
+        ensure_test_database().await;
+        let pg = connect(&schema_database_url("public")).await;
+        pg.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create schema");
+        let mut migrator = connect(&schema_database_url(&schema)).await;
+        users_api::migrate::run(&mut migrator)
+            .await
+            .expect("migrate");
+        let mut settings: HashMap<String, String> = [
+            ("DATABASE_URL", schema_database_url(&schema)),
+            ("REDIS_URL", redis_url()),
+            ("CACHE_KEY_PREFIX", key_prefix.clone()),
+            // Generous on a loaded 2-core CI machine; fault tests set their own.
+            ("REDIS_RESPONSE_TIMEOUT_MS", "1000".to_owned()),
+            ("REDIS_CONNECT_TIMEOUT_MS", "1000".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in overrides {
+            settings.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
+        let state = AppState::connect(&config).await.expect("state");
+        Self {
+            state,
+            schema,
+            key_prefix,
+            settings,
+            pg,
+        }
+    }
+
+    /// A direct Postgres connection into this test's schema, for assertions.
+    pub fn pg(&self) -> &tokio_postgres::Client {
+        &self.pg
+    }
+
+    pub async fn row_count(&self) -> i64 {
+        self.pg
+            .query_one(&format!("SELECT count(*) FROM {}.users", self.schema), &[])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    /// A direct Redis connection, for assertions on the cache.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection")
+    }
+
+    pub fn cache_key(&self, id: Uuid) -> String {
+        self.state.users.cache().key(id)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let schema = self.schema.clone();
+        let prefix = self.key_prefix.clone();
+        // Drop runs inside the test's runtime; clean up from a thread of our own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let pg = connect(&schema_database_url("public")).await;
+                let _ = pg
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+                delete_keys(&format!("{prefix}:*")).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// Deletes the keys matching `pattern` (never the whole Redis).
+pub async fn delete_keys(pattern: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else {
+        return;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or((0, Vec::new()));
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut connection)
+                .await;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("connect to test Postgres");
+    tokio::spawn(connection);
+    client
+}
+
+/// Creates the suite's own database once; parallel test processes may race
+/// on it, and losing the race is fine.
+async fn ensure_test_database() {
+    let admin = connect(&admin_database_url()).await;
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&TEST_DATABASE],
+        )
+        .await
+        .expect("query pg_database")
+        .is_some();
+    if exists {
+        return;
+    }
+    if let Err(error) = admin
+        .batch_execute(&format!("CREATE DATABASE {TEST_DATABASE}"))
+        .await
+    {
+        let raced = error.code().is_some_and(|code| {
+            *code == tokio_postgres::error::SqlState::DUPLICATE_DATABASE
+                || *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+        });
+        assert!(raced, "create test database: {error}");
+    }
+}
+
+pub fn events_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events")
+}
+
+/// The fixture `events/{name}.json` as text.
+pub fn fixture(name: &str) -> String {
+    let path = events_dir().join(format!("{name}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+/// Parses fixture text as API Gateway does it reach the function.
+pub fn request_from(text: &str) -> Request {
+    lambda_http::request::from_str(text).expect("fixture parses as an API Gateway event")
+}
+
+/// The fixture `name` aimed at user `id`.
+pub fn request_for(name: &str, id: Uuid) -> Request {
+    request_from(&fixture(name).replace(FIXTURE_ID, &id.to_string()))
+}
+
+/// The fixture `name` with its JSON body replaced by `body`.
+pub fn with_body(name: &str, id: Uuid, body: &serde_json::Value) -> Request {
+    let mut event: serde_json::Value =
+        serde_json::from_str(&fixture(name).replace(FIXTURE_ID, &id.to_string())).expect("json");
+    event["body"] = serde_json::Value::String(body.to_string());
+    request_from(&event.to_string())
+}
+
+pub fn status(response: &Response<Body>) -> u16 {
+    response.status().as_u16()
+}
+
+pub fn json_body(response: &Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(response.body().as_ref()).expect("response body is JSON")
+}
+
+pub fn header<'a>(response: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+}
