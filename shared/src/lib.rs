@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod migrate;
+pub mod pause;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -6,8 +6,10 @@
 
 use crate::cache::UserCache;
 use crate::error::ApiError;
+use crate::pause::PausePoint;
 use crate::store::UserStore;
 use crate::user::{NewUser, User};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Where a `find` answer came from; sent as the `x-cache` header.
@@ -49,11 +51,22 @@ pub struct Page {
 pub struct UserService {
     store: UserStore,
     cache: UserCache,
+    before_fill: Option<Arc<PausePoint>>,
 }
 
 impl UserService {
     pub fn new(store: UserStore, cache: UserCache) -> Self {
-        Self { store, cache }
+        Self {
+            store,
+            cache,
+            before_fill: None,
+        }
+    }
+
+    /// Tests only: park every `find` miss between its database read and its
+    /// cache fill at `pause`.
+    pub fn pause_before_fill(&mut self, pause: Arc<PausePoint>) {
+        self.before_fill = Some(pause);
     }
 
     pub fn store(&self) -> &UserStore {
@@ -84,6 +97,9 @@ impl UserService {
         };
         let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
         let body = to_body(&user)?;
+        if let Some(pause) = &self.before_fill {
+            pause.pass().await;
+        }
         if cache == CacheStatus::Miss
             && let Err(error) = self.cache.put(id, &body).await
         {

@@ -11,6 +11,8 @@ use crate::config::PostgresConfig;
 use crate::error::ApiError;
 use crate::user::{NewUser, User};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
@@ -20,6 +22,7 @@ const COLUMNS: &str = "id, email, name, created_at, updated_at";
 #[derive(Clone)]
 pub struct UserStore {
     pool: Pool,
+    reads: Arc<AtomicU64>,
 }
 
 impl UserStore {
@@ -55,7 +58,10 @@ impl UserStore {
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
             .build()?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reads: Arc::default(),
+        })
     }
 
     /// Opens one connection now, so the first request does not pay for it.
@@ -74,7 +80,14 @@ impl UserStore {
             .ok_or_else(|| ApiError::Internal("INSERT returned no row".into()))
     }
 
+    /// How many single-user reads this instance sent to Postgres: the figure
+    /// the cache exists to keep low (stampede tests, offload benchmark).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
         Ok(self.query_opt(&sql, &[&id]).await?.map(|row| to_user(&row)))
     }

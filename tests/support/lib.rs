@@ -15,6 +15,7 @@ use users_api::{AppState, Config};
 use uuid::Uuid;
 
 pub mod functions;
+pub mod servers;
 
 /// The user id written in the find/update/delete fixtures; tests replace it.
 pub const FIXTURE_ID: &str = "0190f0c2-1111-7000-8000-000000000001";
@@ -96,6 +97,17 @@ impl TestEnv {
         }
     }
 
+    /// Another function instance on the same database and key prefix, as a
+    /// second Lambda sandbox would be: its own pool and Redis connection.
+    pub async fn instance(&self, overrides: &[(&str, &str)]) -> AppState {
+        let mut settings = self.settings.clone();
+        for (key, value) in overrides {
+            settings.insert((*key).to_owned(), (*value).to_owned());
+        }
+        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
+        AppState::connect(&config).await.expect("state")
+    }
+
     /// A direct Postgres connection into this test's schema, for assertions.
     pub fn pg(&self) -> &tokio_postgres::Client {
         &self.pg
@@ -111,7 +123,7 @@ impl TestEnv {
 
     /// A direct Redis connection, for assertions on the cache.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(redis_url())
+        redis::Client::open(self.settings["REDIS_URL"].as_str())
             .expect("redis url")
             .get_multiplexed_async_connection()
             .await
@@ -127,6 +139,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let schema = self.schema.clone();
         let prefix = self.key_prefix.clone();
+        let redis = self.settings["REDIS_URL"].clone();
         // Drop runs inside the test's runtime; clean up from a thread of our own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -138,7 +151,7 @@ impl Drop for TestEnv {
                 let _ = pg
                     .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .await;
-                delete_keys(&format!("{prefix}:*")).await;
+                delete_keys(&redis, &format!("{prefix}:*")).await;
             });
         });
         let _ = cleanup.join();
@@ -146,11 +159,14 @@ impl Drop for TestEnv {
 }
 
 /// Deletes the keys matching `pattern` (never the whole Redis).
-pub async fn delete_keys(pattern: &str) {
-    let Ok(client) = redis::Client::open(redis_url()) else {
+pub async fn delete_keys(redis_url: &str, pattern: &str) {
+    let Ok(client) = redis::Client::open(redis_url) else {
         return;
     };
-    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+    let connect = client.get_multiplexed_async_connection();
+    let Ok(Ok(mut connection)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), connect).await
+    else {
         return;
     };
     let mut cursor: u64 = 0;
@@ -213,7 +229,7 @@ async fn ensure_test_database() {
 }
 
 pub fn events_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events")
 }
 
 /// The fixture `events/{name}.json` as text.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Serves the API locally on http://localhost:9000 with `cargo lambda watch`:
+# installs and starts what is missing (PostgreSQL, Redis, cargo-lambda), creates
+# the database `users_api`, applies the migrations, then watches and rebuilds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+ensure_postgres
+ensure_redis
+if ! cargo lambda --version >/dev/null 2>&1; then
+    log "installing cargo-lambda from PyPI"
+    pip install --quiet cargo-lambda
+fi
+
+DB_NAME="${DB_NAME:-users_api}"
+export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:$PG_PORT/$DB_NAME}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
+
+if ! psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1; then
+    log "creating database $DB_NAME"
+    psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE $DB_NAME"
+fi
+log "applying migrations"
+cargo run --quiet -p users-api --bin migrate
+
+log "serving on http://localhost:${PORT:-9000} (Ctrl-C to stop)"
+exec cargo lambda watch --invoke-port "${PORT:-9000}" \
+    --env-var "DATABASE_URL=$DATABASE_URL" \
+    --env-var "REDIS_URL=$REDIS_URL" \
+    --env-var "CACHE_KEY_PREFIX=${CACHE_KEY_PREFIX:-users-api-local}"
