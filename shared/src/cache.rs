@@ -1,20 +1,62 @@
-//! The Redis cache of user responses.
+//! The Redis cache of user responses, with fill leases.
 //!
-//! One key per user, `{CACHE_KEY_PREFIX}:v1:user:{id}`, holding the response
-//! body bytes ready to send. Every call is bounded by `REDIS_RESPONSE_TIMEOUT_MS`
-//! on top of the driver's own timeouts, so a dead or paused Redis costs a request
-//! at most that much before the service falls back to Postgres.
+//! One key per user, `{CACHE_KEY_PREFIX}:v1:user:{id}`, whose value starts with
+//! a one-byte tag:
+//!
+//! | value | meaning | set by | lifetime |
+//! |---|---|---|---|
+//! | `v` + body | the user's response body, ready to send | a lease holder's fill | `CACHE_TTL_SECONDS`, minus up to 10% jitter |
+//! | `n` | no such user (negative entry) | a lease holder's fill | `CACHE_NEGATIVE_TTL_SECONDS` |
+//! | `l` + token | a miss is reading Postgres and holds the right to fill | [`UserCache::lookup`] | `CACHE_LEASE_MS` |
+//! | `w` | a write is in progress: nobody may fill | [`UserCache::guard_write`] | the write guard, longer than any write |
+//!
+//! This is the lease scheme of *Scaling Memcache at Facebook* (NSDI 2013) on a
+//! single key, so every script touches one key and works on Redis Cluster.
+//! A fill succeeds only while its own lease is still the value, and a write
+//! overwrites the key before its commit and deletes it after: either step
+//! voids any lease taken before it, so a reader that read the old row can no
+//! longer store it. Every call is bounded by `REDIS_RESPONSE_TIMEOUT_MS`.
 
 use crate::config::{CacheConfig, RedisConfig};
-use redis::AsyncCommands;
+use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
 const FORMAT_VERSION: &str = "v1";
+
+const VALUE: u8 = b'v';
+const NEGATIVE: u8 = b'n';
+const LEASE: u8 = b'l';
+const WRITING: u8 = b'w';
+
+/// Returns the value, or takes the lease (`ARGV[1]`, for `ARGV[2]` ms) and
+/// returns nil when the key is absent: a hit and a miss cost one round trip each.
+static LOOKUP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('GET', KEYS[1])
+         if v then return v end
+         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+         return false",
+    )
+});
+
+/// Compare-and-set: stores `ARGV[2]` for `ARGV[3]` ms only if the value is
+/// still `ARGV[1]`. A fill is lease -> entry; taking over an unreadable entry
+/// is entry -> lease.
+static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+           return 1
+         end
+         return 0",
+    )
+});
 
 /// Why a cache call did not complete. Either way the caller treats Redis as
 /// absent for this request.
@@ -26,11 +68,44 @@ pub enum CacheError {
     Timeout(Duration),
 }
 
+/// What [`UserCache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A cached body (tag removed); the caller checks it decodes.
+    Hit(Vec<u8>),
+    /// A cached "no such user".
+    NotFound,
+    /// The key was empty and this caller now holds the fill lease.
+    Leased(Lease),
+    /// Another caller holds the fill lease.
+    Filling,
+    /// A write is in progress; read Postgres and do not fill.
+    Writing,
+    /// A value this version cannot read; see [`UserCache::take_over`].
+    Unreadable(Vec<u8>),
+}
+
+/// The right to fill one key, as long as nobody overwrote it.
+#[derive(Debug)]
+pub struct Lease {
+    token: Vec<u8>,
+    jitter: u128,
+}
+
+/// What a lease holder stores.
+pub enum Entry<'a> {
+    User(&'a [u8]),
+    NotFound,
+}
+
 #[derive(Clone)]
 pub struct UserCache {
     connection: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    negative_ttl: Duration,
+    lease: Duration,
+    write_guard: Duration,
     timeout: Duration,
 }
 
@@ -50,6 +125,9 @@ impl UserCache {
             connection,
             prefix: format!("{}:{FORMAT_VERSION}:user:", cache.key_prefix),
             ttl: cache.ttl,
+            negative_ttl: cache.negative_ttl,
+            lease: cache.lease,
+            write_guard: cache.write_guard,
             timeout: redis.response_timeout,
         })
     }
@@ -68,24 +146,118 @@ impl UserCache {
         key
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<Vec<u8>>, CacheError> {
+    /// One round trip: the entry, or the fill lease when there is none.
+    pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
+        let lease = Lease::new();
         let mut connection = self.connection.clone();
-        let key = self.key(id);
-        self.bounded(async move { connection.get(key).await }).await
+        let found: Option<Vec<u8>> = self
+            .bounded(
+                LOOKUP
+                    .key(self.key(id))
+                    .arg(&lease.token)
+                    .arg(millis(self.lease))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        let Some(mut value) = found else {
+            return Ok(Lookup::Leased(lease));
+        };
+        Ok(match value.first() {
+            Some(&VALUE) => {
+                value.remove(0);
+                Lookup::Hit(value)
+            }
+            Some(&NEGATIVE) if value.len() == 1 => Lookup::NotFound,
+            Some(&LEASE) => Lookup::Filling,
+            Some(&WRITING) if value.len() == 1 => Lookup::Writing,
+            _ => Lookup::Unreadable(value),
+        })
     }
 
-    pub async fn put(&self, id: Uuid, body: &[u8]) -> Result<(), CacheError> {
+    /// Stores `entry` if `lease` still holds the key. Returns whether it did.
+    pub async fn fill(
+        &self,
+        id: Uuid,
+        lease: &Lease,
+        entry: Entry<'_>,
+    ) -> Result<bool, CacheError> {
+        let (value, ttl) = match entry {
+            Entry::User(body) => {
+                let mut value = Vec::with_capacity(body.len() + 1);
+                value.push(VALUE);
+                value.extend_from_slice(body);
+                (value, lease.jittered(self.ttl))
+            }
+            Entry::NotFound => (vec![NEGATIVE], millis(self.negative_ttl)),
+        };
         let mut connection = self.connection.clone();
-        let key = self.key(id);
-        let ttl = self.ttl.as_secs();
-        self.bounded(async move { connection.set_ex(key, body, ttl).await })
-            .await
+        let stored: i64 = self
+            .bounded(
+                COMPARE_AND_SET
+                    .key(self.key(id))
+                    .arg(&lease.token)
+                    .arg(value)
+                    .arg(ttl)
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(stored == 1)
     }
 
+    /// Replaces an unreadable `value` with a new lease, unless it changed.
+    pub async fn take_over(&self, id: Uuid, value: &[u8]) -> Result<Option<Lease>, CacheError> {
+        let lease = Lease::new();
+        let mut connection = self.connection.clone();
+        let taken: i64 = self
+            .bounded(
+                COMPARE_AND_SET
+                    .key(self.key(id))
+                    .arg(value)
+                    .arg(&lease.token)
+                    .arg(millis(self.lease))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok((taken == 1).then_some(lease))
+    }
+
+    /// Before a write commits: mark the key as being written, which voids any
+    /// lease and blocks new fills until [`UserCache::invalidate`] or the guard
+    /// expires (it outlives the write's own timeouts).
+    pub async fn guard_write(&self, id: Uuid) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let key = self.key(id);
+        let guard_ms = millis(self.write_guard);
+        self.bounded(async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(&[WRITING][..])
+                .arg("PX")
+                .arg(guard_ms)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// After a write commits: delete the key (guard, lease or entry), retried
+    /// once; the next `find` reads the committed row and fills.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
-        let mut connection = self.connection.clone();
         let key = self.key(id);
-        self.bounded(async move { connection.del(key).await }).await
+        let delete = || {
+            let mut connection = self.connection.clone();
+            let key = key.clone();
+            self.bounded(async move {
+                redis::cmd("DEL")
+                    .arg(key)
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+        };
+        match delete().await {
+            Ok(()) => Ok(()),
+            Err(_) => delete().await,
+        }
     }
 
     async fn bounded<T>(
@@ -96,5 +268,54 @@ impl UserCache {
             Ok(result) => Ok(result?),
             Err(_) => Err(CacheError::Timeout(self.timeout)),
         }
+    }
+}
+
+impl Lease {
+    fn new() -> Self {
+        let random = Uuid::new_v4();
+        let mut token = Vec::with_capacity(17);
+        token.push(LEASE);
+        token.extend_from_slice(random.as_bytes());
+        Self {
+            token,
+            jitter: random.as_u128(),
+        }
+    }
+
+    /// `ttl` shortened by up to 10%, so entries filled together expire apart.
+    /// Never longer than configured.
+    fn jittered(&self, ttl: Duration) -> u64 {
+        let ttl = millis(ttl);
+        let spread = (ttl / 10).max(1);
+        ttl - (self.jitter % u128::from(spread)) as u64
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_shortens_the_ttl_by_at_most_a_tenth_and_varies() {
+        let ttl = Duration::from_secs(3600);
+        let ttls: Vec<u64> = (0..200).map(|_| Lease::new().jittered(ttl)).collect();
+        assert!(ttls.iter().all(|&t| (3_240_000..=3_600_000).contains(&t)));
+        let distinct: std::collections::HashSet<_> = ttls.iter().collect();
+        assert!(distinct.len() > 150, "{} distinct TTLs", distinct.len());
+    }
+
+    #[test]
+    fn lease_tokens_are_unique_and_tagged() {
+        let (a, b) = (Lease::new(), Lease::new());
+        assert_ne!(a.token, b.token);
+        assert_eq!(a.token[0], LEASE);
+        assert_eq!(a.token.len(), 17);
     }
 }

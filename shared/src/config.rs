@@ -49,6 +49,9 @@ pub struct CacheConfig {
     pub lease: Duration,
     /// How long a miss waits for another caller's fill before going to Postgres.
     pub fill_wait: Duration,
+    /// How long a write's guard blocks fills if its final delete is lost.
+    /// Longer than any write can take, see [`Config::from_lookup`].
+    pub write_guard: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -111,14 +114,22 @@ impl Config {
             });
         }
         let defaults = Limits::default();
+        let postgres = PostgresConfig {
+            connection,
+            pool_max_size: env.parse("PG_POOL_MAX_SIZE", 2)?,
+            connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
+            pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
+            statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
+        };
+        // A write waits for a pooled connection (at most wait + connect), runs
+        // one statement, and may retry both once on a dead connection. Its
+        // guard must outlive all of that, with a second to spare.
+        let longest_write = 2
+            * (postgres.pool_wait_timeout + postgres.connect_timeout + postgres.statement_timeout)
+            + Duration::from_secs(1);
+        let longest_write_ms = u64::try_from(longest_write.as_millis()).unwrap_or(u64::MAX);
         Ok(Self {
-            postgres: PostgresConfig {
-                connection,
-                pool_max_size: env.parse("PG_POOL_MAX_SIZE", 2)?,
-                connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
-                pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
-                statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
-            },
+            postgres,
             redis: RedisConfig {
                 url: redis_url,
                 connect_timeout: env.millis("REDIS_CONNECT_TIMEOUT_MS", 200)?,
@@ -133,6 +144,7 @@ impl Config {
                 negative_ttl: Duration::from_secs(env.parse("CACHE_NEGATIVE_TTL_SECONDS", 30)?),
                 lease: env.millis("CACHE_LEASE_MS", 3000)?,
                 fill_wait: env.millis("CACHE_FILL_WAIT_MS", 40)?,
+                write_guard: env.millis("CACHE_WRITE_GUARD_MS", longest_write_ms)?,
             },
             limits: Limits {
                 max_body_bytes: env.parse("MAX_BODY_BYTES", defaults.max_body_bytes)?,
@@ -205,6 +217,7 @@ mod tests {
         assert_eq!(config.cache.key_prefix, "users-api");
         assert_eq!(config.postgres.pool_max_size, 2);
         assert_eq!(config.limits.max_body_bytes, 16384);
+        assert_eq!(config.cache.write_guard, Duration::from_millis(13_000));
     }
 
     #[test]

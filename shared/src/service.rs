@@ -1,15 +1,25 @@
 //! The users service: where cache-aside and invalidation live.
 //!
-//! `find` reads Redis first and falls back to Postgres on a miss, then stores
-//! the response body with the configured TTL. Writes go to Postgres and then
-//! invalidate the user's entry. Handlers call this and nothing below it.
+//! `find` asks Redis once: a hit is answered from the cached bytes; a miss takes
+//! the key's fill lease, reads Postgres and fills only if the lease survived.
+//! Other callers that miss while a fill is in flight wait for it briefly
+//! (`CACHE_FILL_WAIT_MS`) instead of all querying Postgres (no stampede).
+//!
+//! A write guards the key before it touches Postgres (refusing with 503 when
+//! Redis cannot take the guard, so no stale entry can outlive the write) and
+//! deletes it after the commit. Together with the lease check this gives:
+//! once `update` or `delete` has returned success, no later `find` returns
+//! the previous value. See `cache.rs` for the key states.
 
-use crate::cache::UserCache;
+use crate::cache::{CacheError, Entry, Lease, Lookup, UserCache};
+use crate::config::CacheConfig;
 use crate::error::ApiError;
 use crate::pause::PausePoint;
 use crate::store::UserStore;
 use crate::user::{NewUser, User};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Where a `find` answer came from; sent as the `x-cache` header.
@@ -17,7 +27,7 @@ use uuid::Uuid;
 pub enum CacheStatus {
     /// Served from Redis.
     Hit,
-    /// Read from Postgres (and stored in Redis when allowed).
+    /// Read from Postgres (and stored in Redis when this caller held the lease).
     Miss,
     /// Redis was unavailable; read from Postgres without it.
     Bypass,
@@ -51,14 +61,19 @@ pub struct Page {
 pub struct UserService {
     store: UserStore,
     cache: UserCache,
+    fill_wait: Duration,
     before_fill: Option<Arc<PausePoint>>,
 }
 
+/// How often a caller waiting for another's fill asks Redis again.
+const FILL_POLL: Duration = Duration::from_millis(3);
+
 impl UserService {
-    pub fn new(store: UserStore, cache: UserCache) -> Self {
+    pub fn new(store: UserStore, cache: UserCache, config: &CacheConfig) -> Self {
         Self {
             store,
             cache,
+            fill_wait: config.fill_wait,
             before_fill: None,
         }
     }
@@ -78,34 +93,82 @@ impl UserService {
     }
 
     pub async fn create(&self, user: &NewUser) -> Result<User, ApiError> {
-        self.store.insert(Uuid::now_v7(), user).await
+        let created = self.store.insert(Uuid::now_v7(), user).await?;
+        // The id is new, so only a negative entry could exist, and only if a
+        // client guessed a UUIDv7 before it was made; clear it all the same.
+        self.invalidate(created.id).await;
+        Ok(created)
     }
 
     pub async fn find(&self, id: Uuid) -> Result<Found, ApiError> {
-        let cache = match self.cache.get(id).await {
-            Ok(Some(body)) if is_valid_entry(&body) => {
-                return Ok(Found {
-                    body,
-                    cache: CacheStatus::Hit,
-                });
+        let give_up_waiting = Instant::now() + self.fill_wait;
+        let mut lookup = self.cache.lookup(id).await;
+        loop {
+            match lookup {
+                Ok(Lookup::Hit(body)) if is_valid_entry(&body) => {
+                    return Ok(Found {
+                        body,
+                        cache: CacheStatus::Hit,
+                    });
+                }
+                Ok(Lookup::Hit(body)) => lookup = self.replace(id, &tagged(&body)).await,
+                Ok(Lookup::Unreadable(value)) => lookup = self.replace(id, &value).await,
+                Ok(Lookup::NotFound) => return Err(ApiError::NotFound(id)),
+                Ok(Lookup::Leased(lease)) => return self.fill(id, &lease).await,
+                Ok(Lookup::Filling) if Instant::now() < give_up_waiting => {
+                    tokio::time::sleep_until((Instant::now() + FILL_POLL).min(give_up_waiting))
+                        .await;
+                    lookup = self.cache.lookup(id).await;
+                }
+                Ok(Lookup::Filling) | Ok(Lookup::Writing) => {
+                    return self.read_through(id, CacheStatus::Miss).await;
+                }
+                Err(error) => {
+                    log_cache_error("find", &error);
+                    return self.read_through(id, CacheStatus::Bypass).await;
+                }
             }
-            Ok(_) => CacheStatus::Miss,
-            Err(error) => {
-                log_cache_error("find", &error);
-                CacheStatus::Bypass
-            }
-        };
-        let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
-        let body = to_body(&user)?;
+        }
+    }
+
+    /// An undecodable entry (a manual edit, a bug) is replaced like a miss.
+    async fn replace(&self, id: Uuid, value: &[u8]) -> Result<Lookup, CacheError> {
+        match self.cache.take_over(id, value).await? {
+            Some(lease) => Ok(Lookup::Leased(lease)),
+            None => self.cache.lookup(id).await,
+        }
+    }
+
+    /// The lease holder's miss: read Postgres, then fill if the lease survived.
+    async fn fill(&self, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
+        let user = self.store.get(id).await?;
+        let body = user.as_ref().map(to_body).transpose()?;
         if let Some(pause) = &self.before_fill {
             pause.pass().await;
         }
-        if cache == CacheStatus::Miss
-            && let Err(error) = self.cache.put(id, &body).await
-        {
+        let entry = match &body {
+            Some(body) => Entry::User(body),
+            None => Entry::NotFound,
+        };
+        if let Err(error) = self.cache.fill(id, lease, entry).await {
             log_cache_error("fill", &error);
         }
-        Ok(Found { body, cache })
+        match body {
+            Some(body) => Ok(Found {
+                body,
+                cache: CacheStatus::Miss,
+            }),
+            None => Err(ApiError::NotFound(id)),
+        }
+    }
+
+    /// Postgres only, without touching the cache.
+    async fn read_through(&self, id: Uuid, cache: CacheStatus) -> Result<Found, ApiError> {
+        let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
+        Ok(Found {
+            body: to_body(&user)?,
+            cache,
+        })
     }
 
     pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
@@ -120,21 +183,34 @@ impl UserService {
     }
 
     pub async fn update(&self, id: Uuid, user: &NewUser) -> Result<User, ApiError> {
-        let updated = self.store.update(id, user).await?;
+        self.guard(id).await?;
+        let updated = self.store.update(id, user).await;
         self.invalidate(id).await;
-        updated.ok_or(ApiError::NotFound(id))
+        updated?.ok_or(ApiError::NotFound(id))
     }
 
     pub async fn delete(&self, id: Uuid) -> Result<(), ApiError> {
-        let deleted = self.store.delete(id).await?;
+        self.guard(id).await?;
+        let deleted = self.store.delete(id).await;
         self.invalidate(id).await;
-        if deleted {
+        if deleted? {
             Ok(())
         } else {
             Err(ApiError::NotFound(id))
         }
     }
 
+    /// Refuses the write (503) unless Redis took the guard: a write that
+    /// could leave a stale entry behind is not acknowledged.
+    async fn guard(&self, id: Uuid) -> Result<(), ApiError> {
+        self.cache
+            .guard_write(id)
+            .await
+            .map_err(|error| ApiError::unavailable("the cache", error))
+    }
+
+    /// After a commit. If Redis fails here too, the guard still blocks fills
+    /// until it expires, and it outlives the write.
     async fn invalidate(&self, id: Uuid) {
         if let Err(error) = self.cache.invalidate(id).await {
             log_cache_error("invalidate", &error);
@@ -153,6 +229,14 @@ fn is_valid_entry(body: &[u8]) -> bool {
     serde_json::from_slice::<User>(body).is_ok()
 }
 
-fn log_cache_error(operation: &str, error: &crate::cache::CacheError) {
+/// An unreadable `Hit` lost its tag in `lookup`; put it back to compare.
+fn tagged(body: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(body.len() + 1);
+    value.push(b'v');
+    value.extend_from_slice(body);
+    value
+}
+
+fn log_cache_error(operation: &str, error: &CacheError) {
     lambda_http::tracing::warn!(operation, error = %error, "cache unavailable, using Postgres only");
 }

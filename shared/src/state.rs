@@ -31,7 +31,7 @@ impl AppState {
             tracing::warn!(error = %error, "Redis unavailable at init; serving from Postgres until it is back");
         }
         Ok(Self {
-            users: UserService::new(store, cache),
+            users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
         })
     }

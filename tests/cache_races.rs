@@ -1,0 +1,378 @@
+//! Cache correctness under concurrency: no stale read after an acknowledged
+//! write, and no stampede on a hot key. Real Postgres and Redis; every
+//! "instance" is a separate `AppState` with its own connections, as separate
+//! Lambda sandboxes would be.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::functions::{create, delete, find, update};
+use test_support::servers::RedisServer;
+use test_support::*;
+use tokio::task::JoinSet;
+use users_api::pause::PausePoint;
+use uuid::Uuid;
+
+async fn create_user(env: &TestEnv, email: &str, name: &str) -> Uuid {
+    let body = json!({"email": email, "name": name});
+    let response = create(&env.state, with_body("create-user.v2", Uuid::nil(), &body)).await;
+    assert_eq!(status(&response), 201);
+    json_body(&response)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
+    let env = TestEnv::new().await;
+    let id = create_user(&env, "old@example.com", "Old").await;
+    let pause = Arc::new(PausePoint::default());
+    let mut reader = env.instance(&[]).await;
+    reader.users.pause_before_fill(pause.clone());
+
+    // The reader misses, reads the old row and parks; the update runs to success.
+    let parked_find = find(&reader, request_for("find-user.v2", id));
+    let write = async {
+        pause.reached().await;
+        let body = json!({"email": "new@example.com", "name": "New"});
+        let updated = update(&env.state, with_body("update-user.v2", id, &body)).await;
+        pause.release();
+        updated
+    };
+    let (early, updated) = tokio::join!(parked_find, write);
+
+    assert_eq!(status(&updated), 200);
+    assert_eq!(
+        json_body(&early)["email"],
+        "old@example.com",
+        "started before the write"
+    );
+    for state in [&env.state, &reader] {
+        let after = find(state, request_for("find-user.v2", id)).await;
+        assert_eq!(json_body(&after)["email"], "new@example.com");
+    }
+}
+
+#[tokio::test]
+async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
+    let env = TestEnv::new().await;
+    let id = create_user(&env, "gone@example.com", "Gone").await;
+    let pause = Arc::new(PausePoint::default());
+    let mut reader = env.instance(&[]).await;
+    reader.users.pause_before_fill(pause.clone());
+
+    let parked_find = find(&reader, request_for("find-user.v2", id));
+    let write = async {
+        pause.reached().await;
+        let deleted = delete(&env.state, request_for("delete-user.v2", id)).await;
+        pause.release();
+        deleted
+    };
+    let (early, deleted) = tokio::join!(parked_find, write);
+
+    assert_eq!(status(&deleted), 204);
+    assert_eq!(status(&early), 200, "started before the delete");
+    for state in [&env.state, &reader] {
+        let after = find(state, request_for("find-user.v2", id)).await;
+        assert_eq!(status(&after), 404);
+    }
+}
+
+/// One completed operation of the history: which id, which version it wrote
+/// or read, and when it started and returned.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    id: usize,
+    write: bool,
+    version: u64,
+    start: Instant,
+    end: Instant,
+}
+
+/// Several writers (one per id, so each id's versions are totally ordered)
+/// and readers on separate instances; returns every successful operation.
+async fn run_history(env: &TestEnv, writes_per_id: u64, faults: Option<&RedisServer>) -> Vec<Op> {
+    const IDS: usize = 3;
+    const READERS: usize = 6;
+    let mut ids = Vec::new();
+    for n in 0..IDS {
+        ids.push(create_user(env, &format!("u{n}@example.com"), "v0").await);
+    }
+    let ids = Arc::new(ids);
+    let done = Arc::new(tokio::sync::Notify::new());
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = JoinSet::new();
+    for (n, _) in ids.iter().enumerate() {
+        let state = env.instance(&[]).await;
+        let ids = ids.clone();
+        tasks.spawn(async move {
+            let mut ops = Vec::new();
+            for version in 1..=writes_per_id {
+                let body =
+                    json!({"email": format!("u{n}@example.com"), "name": format!("v{version}")});
+                let start = Instant::now();
+                let response = update(&state, with_body("update-user.v2", ids[n], &body)).await;
+                let end = Instant::now();
+                if status(&response) == 200 {
+                    ops.push(Op {
+                        id: n,
+                        write: true,
+                        version,
+                        start,
+                        end,
+                    });
+                }
+            }
+            ops
+        });
+    }
+    for reader in 0..READERS {
+        let state = env.instance(&[]).await;
+        let ids = ids.clone();
+        let finished = finished.clone();
+        tasks.spawn(async move {
+            let mut ops = Vec::new();
+            let mut turn = reader;
+            while !finished.load(std::sync::atomic::Ordering::Relaxed) && ops.len() < 5_000 {
+                let n = turn % IDS;
+                turn += 1;
+                let start = Instant::now();
+                let response = find(&state, request_for("find-user.v2", ids[n])).await;
+                let end = Instant::now();
+                if status(&response) == 200 {
+                    let name = json_body(&response)["name"].as_str().unwrap().to_owned();
+                    let version = name.trim_start_matches('v').parse().unwrap();
+                    ops.push(Op {
+                        id: n,
+                        write: false,
+                        version,
+                        start,
+                        end,
+                    });
+                }
+            }
+            ops
+        });
+    }
+    let chaos = faults.map(|server| {
+        let done = done.clone();
+        async move {
+            let mut kills = 0;
+            loop {
+                tokio::select! {
+                    _ = done.notified() => break kills,
+                    _ = tokio::time::sleep(Duration::from_millis(15)) => {
+                        server.kill_clients().await;
+                        kills += 1;
+                    }
+                }
+            }
+        }
+    });
+    let collect = async {
+        let mut history = Vec::new();
+        let mut writers_left = IDS;
+        while let Some(ops) = tasks.join_next().await {
+            let ops = ops.expect("task");
+            if ops.iter().any(|op| op.write) || ops.is_empty() {
+                writers_left = writers_left.saturating_sub(1);
+            }
+            if writers_left == 0 {
+                finished.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            history.extend(ops);
+        }
+        done.notify_one();
+        history
+    };
+    let (history, kills) = match chaos {
+        Some(chaos) => {
+            let (history, kills) = tokio::join!(collect, chaos);
+            (history, kills)
+        }
+        None => (collect.await, 0),
+    };
+    if faults.is_some() {
+        assert!(kills > 0, "the fault injector ran");
+    }
+    history
+}
+
+/// Every find that started after a write to its id returned must see that
+/// write or a later one. Returns the violations.
+fn stale_reads(history: &[Op]) -> Vec<(Op, Op)> {
+    let mut violations = Vec::new();
+    for read in history.iter().filter(|op| !op.write) {
+        let newest_acknowledged = history
+            .iter()
+            .filter(|op| op.write && op.id == read.id && op.end < read.start)
+            .max_by_key(|op| op.version);
+        if let Some(write) = newest_acknowledged
+            && read.version < write.version
+        {
+            violations.push((*read, *write));
+        }
+    }
+    violations
+}
+
+fn assert_no_stale_reads(history: &[Op]) {
+    let reads = history.iter().filter(|op| !op.write).count();
+    let writes = history.iter().filter(|op| op.write).count();
+    assert!(
+        reads > 100 && writes > 30,
+        "history too small: {reads} reads, {writes} writes"
+    );
+    let violations = stale_reads(history);
+    assert!(
+        violations.is_empty(),
+        "{} of {reads} finds returned a version older than an acknowledged write, first: {:?}",
+        violations.len(),
+        violations.first()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_without_faults_has_no_stale_read() {
+    let env = TestEnv::new().await;
+
+    let history = run_history(&env, 40, None).await;
+
+    assert_no_stale_reads(&history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_with_redis_connections_killed_has_no_stale_read() {
+    let redis = RedisServer::start();
+    let env = TestEnv::with_settings(&[("REDIS_URL", &redis.url())]).await;
+
+    let history = run_history(&env, 40, Some(&redis)).await;
+
+    assert_no_stale_reads(&history);
+}
+
+#[test]
+fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let write = Op {
+        id: 0,
+        write: true,
+        version: 2,
+        start: at(0),
+        end: at(10),
+    };
+    let stale = Op {
+        id: 0,
+        write: false,
+        version: 1,
+        start: at(11),
+        end: at(12),
+    };
+    let concurrent = Op {
+        id: 0,
+        write: false,
+        version: 1,
+        start: at(5),
+        end: at(12),
+    };
+    let other_id = Op {
+        id: 1,
+        write: false,
+        version: 0,
+        start: at(20),
+        end: at(21),
+    };
+
+    assert_eq!(stale_reads(&[write, stale, concurrent, other_id]).len(), 1);
+}
+
+/// `INSTANCES` separate instances miss one key at the same moment; returns
+/// how many Postgres reads of that row they made in all.
+async fn stampede(fill_wait_ms: &str) -> u64 {
+    const INSTANCES: usize = 32;
+    let env = TestEnv::with_settings(&[("CACHE_FILL_WAIT_MS", fill_wait_ms)]).await;
+    let id = create_user(&env, "hot@example.com", "Hot").await;
+    let mut instances = Vec::new();
+    for _ in 0..INSTANCES {
+        instances.push(Arc::new(env.instance(&[]).await));
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(INSTANCES));
+
+    let mut finds = JoinSet::new();
+    for state in &instances {
+        let (state, start) = (state.clone(), start.clone());
+        finds.spawn(async move {
+            start.wait().await;
+            status(&find(&state, request_for("find-user.v2", id)).await)
+        });
+    }
+    while let Some(status) = finds.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    instances
+        .iter()
+        .map(|state| state.users.store().reads())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_instances_missing_one_hot_key_read_postgres_once() {
+    // Waiting for the fill is the protection; 1 ms of waiting is next to none.
+    let unprotected = stampede("1").await;
+
+    let protected = stampede("5000").await;
+
+    println!(
+        "stampede, 32 concurrent misses: {protected} Postgres reads with fill waiting, {unprotected} without"
+    );
+    assert_eq!(protected, 1);
+}
+
+#[tokio::test]
+async fn a_missing_user_is_cached_as_not_found_for_the_negative_ttl() {
+    let env = TestEnv::with_settings(&[("CACHE_NEGATIVE_TTL_SECONDS", "30")]).await;
+    let missing = Uuid::now_v7();
+
+    let first = find(&env.state, request_for("find-user.v2", missing)).await;
+    let second = find(&env.state, request_for("find-user.v1", missing)).await;
+
+    assert_eq!(status(&first), 404);
+    assert_eq!(status(&second), 404);
+    assert_eq!(json_body(&second)["code"], "not_found");
+    assert_eq!(
+        env.state.users.store().reads(),
+        1,
+        "the second 404 came from Redis"
+    );
+    let mut redis = env.redis().await;
+    let ttl: i64 = redis::AsyncCommands::pttl(&mut redis, env.cache_key(missing))
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 30_000, "pttl {ttl}");
+}
+
+#[tokio::test]
+async fn a_write_refused_by_an_unreachable_redis_changes_nothing_in_postgres() {
+    let redis = RedisServer::start();
+    let env = TestEnv::with_settings(&[
+        ("REDIS_URL", &redis.url()),
+        ("REDIS_RESPONSE_TIMEOUT_MS", "100"),
+    ])
+    .await;
+    let id = create_user(&env, "kept@example.com", "Kept").await;
+    drop(redis);
+
+    let updated = update(&env.state, request_for("update-user.v2", id)).await;
+    let deleted = delete(&env.state, request_for("delete-user.v2", id)).await;
+
+    assert_eq!(status(&updated), 503);
+    assert_eq!(json_body(&updated)["code"], "service_unavailable");
+    assert_eq!(status(&deleted), 503);
+    let found = find(&env.state, request_for("find-user.v2", id)).await;
+    assert_eq!(status(&found), 200);
+    assert_eq!(header(&found, "x-cache"), Some("bypass"));
+    assert_eq!(json_body(&found)["email"], "kept@example.com");
+}
