@@ -117,9 +117,10 @@ impl UserCache {
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(redis.connect_timeout))
             .set_response_timeout(Some(redis.response_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(redis.reconnect_backoff);
+            // One connection attempt per reconnect: while Redis is down each
+            // request makes one quick attempt instead of queueing behind a
+            // backoff, and the first one after it returns reconnects.
+            .set_number_of_retries(0);
         let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
         Ok(Self {
             connection,
@@ -134,9 +135,12 @@ impl UserCache {
 
     /// Opens the connection now (during init) and checks it answers.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let mut connection = self.connection.clone();
-        self.bounded(async move { redis::cmd("PING").query_async::<()>(&mut connection).await })
-            .await
+        let ping = redis::cmd("PING");
+        self.call(|mut connection| {
+            let ping = &ping;
+            async move { ping.query_async(&mut connection).await }
+        })
+        .await
     }
 
     pub fn key(&self, id: Uuid) -> String {
@@ -149,15 +153,13 @@ impl UserCache {
     /// One round trip: the entry, or the fill lease when there is none.
     pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
         let lease = Lease::new();
-        let mut connection = self.connection.clone();
+        let mut invocation = LOOKUP.key(self.key(id));
+        invocation.arg(&lease.token).arg(millis(self.lease));
         let found: Option<Vec<u8>> = self
-            .bounded(
-                LOOKUP
-                    .key(self.key(id))
-                    .arg(&lease.token)
-                    .arg(millis(self.lease))
-                    .invoke_async(&mut connection),
-            )
+            .call(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         let Some(mut value) = found else {
             return Ok(Lookup::Leased(lease));
@@ -190,16 +192,13 @@ impl UserCache {
             }
             Entry::NotFound => (vec![NEGATIVE], millis(self.negative_ttl)),
         };
-        let mut connection = self.connection.clone();
+        let mut invocation = COMPARE_AND_SET.key(self.key(id));
+        invocation.arg(&lease.token).arg(value).arg(ttl);
         let stored: i64 = self
-            .bounded(
-                COMPARE_AND_SET
-                    .key(self.key(id))
-                    .arg(&lease.token)
-                    .arg(value)
-                    .arg(ttl)
-                    .invoke_async(&mut connection),
-            )
+            .call(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         Ok(stored == 1)
     }
@@ -207,16 +206,16 @@ impl UserCache {
     /// Replaces an unreadable `value` with a new lease, unless it changed.
     pub async fn take_over(&self, id: Uuid, value: &[u8]) -> Result<Option<Lease>, CacheError> {
         let lease = Lease::new();
-        let mut connection = self.connection.clone();
+        let mut invocation = COMPARE_AND_SET.key(self.key(id));
+        invocation
+            .arg(value)
+            .arg(&lease.token)
+            .arg(millis(self.lease));
         let taken: i64 = self
-            .bounded(
-                COMPARE_AND_SET
-                    .key(self.key(id))
-                    .arg(value)
-                    .arg(&lease.token)
-                    .arg(millis(self.lease))
-                    .invoke_async(&mut connection),
-            )
+            .call(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
             .await?;
         Ok((taken == 1).then_some(lease))
     }
@@ -225,38 +224,47 @@ impl UserCache {
     /// lease and blocks new fills until [`UserCache::invalidate`] or the guard
     /// expires (it outlives the write's own timeouts).
     pub async fn guard_write(&self, id: Uuid) -> Result<(), CacheError> {
-        let mut connection = self.connection.clone();
-        let key = self.key(id);
-        let guard_ms = millis(self.write_guard);
-        self.bounded(async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(&[WRITING][..])
-                .arg("PX")
-                .arg(guard_ms)
-                .query_async::<()>(&mut connection)
-                .await
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(id))
+            .arg(&[WRITING][..])
+            .arg("PX")
+            .arg(millis(self.write_guard));
+        self.call(|mut connection| {
+            let set = &set;
+            async move { set.query_async(&mut connection).await }
         })
         .await
     }
 
-    /// After a write commits: delete the key (guard, lease or entry), retried
-    /// once; the next `find` reads the committed row and fills.
+    /// After a write commits: delete the key (guard, lease or entry); the next
+    /// `find` reads the committed row and fills.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
-        let key = self.key(id);
-        let delete = || {
-            let mut connection = self.connection.clone();
-            let key = key.clone();
-            self.bounded(async move {
-                redis::cmd("DEL")
-                    .arg(key)
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
-        };
-        match delete().await {
-            Ok(()) => Ok(()),
-            Err(_) => delete().await,
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.key(id));
+        self.call(|mut connection| {
+            let delete = &delete;
+            async move { delete.query_async(&mut connection).await }
+        })
+        .await
+    }
+
+    /// Runs one Redis call within `REDIS_RESPONSE_TIMEOUT_MS`. A call that
+    /// failed because its connection was cut (an idle connection killed while
+    /// the sandbox was frozen) is retried once, on the manager's new
+    /// connection; every call here is safe to repeat.
+    async fn call<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match self.bounded(command(self.connection.clone())).await {
+            Err(CacheError::Redis(error))
+                if (error.is_connection_dropped() || error.is_io_error())
+                    && !error.is_timeout() =>
+            {
+                self.bounded(command(self.connection.clone())).await
+            }
+            other => other,
         }
     }
 

@@ -35,8 +35,6 @@ pub struct RedisConfig {
     pub url: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    /// After a failed connect, how long requests bypass Redis before the next attempt.
-    pub reconnect_backoff: Duration,
 }
 
 #[derive(Clone)]
@@ -134,7 +132,6 @@ impl Config {
                 url: redis_url,
                 connect_timeout: env.millis("REDIS_CONNECT_TIMEOUT_MS", 200)?,
                 response_timeout: env.millis("REDIS_RESPONSE_TIMEOUT_MS", 50)?,
-                reconnect_backoff: env.millis("REDIS_RECONNECT_BACKOFF_MS", 1000)?,
             },
             cache: CacheConfig {
                 key_prefix: env

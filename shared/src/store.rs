@@ -17,12 +17,46 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+/// Runs `$body` with `$client: &Object` from the pool, bounded by the client
+/// timeout (`statement_timeout` stops slow statements on the server; this
+/// bound also covers a server or network that stopped answering).
+///
+/// If the connection turns out to be closed (killed while the sandbox was
+/// frozen), the body runs once more on a fresh connection. The five
+/// statements are safe to repeat: update and delete are idempotent, and a
+/// repeated insert of the same id is refused, not duplicated. A macro rather
+/// than a function taking an async closure, so the future stays `Send`.
+macro_rules! on_connection {
+    ($store:expr, |$client:ident| $body:expr) => {{
+        let store: &UserStore = $store;
+        let client = store.pool.get().await?;
+        let outcome = tokio::time::timeout(store.client_timeout, async {
+            let $client = &client;
+            $body
+        })
+        .await;
+        match UserStore::settle(client, outcome) {
+            Err(error) if connection_was_closed(&error) => {
+                let client = store.pool.get().await?;
+                let outcome = tokio::time::timeout(store.client_timeout, async {
+                    let $client = &client;
+                    $body
+                })
+                .await;
+                UserStore::settle(client, outcome)
+            }
+            other => other,
+        }
+    }};
+}
+
 const COLUMNS: &str = "id, email, name, created_at, updated_at";
 
 #[derive(Clone)]
 pub struct UserStore {
     pool: Pool,
     reads: Arc<AtomicU64>,
+    client_timeout: std::time::Duration,
 }
 
 impl UserStore {
@@ -61,6 +95,9 @@ impl UserStore {
         Ok(Self {
             pool,
             reads: Arc::default(),
+            // The server's statement_timeout fires first when the server is
+            // alive; this one is for when it is not.
+            client_timeout: config.statement_timeout + std::time::Duration::from_millis(500),
         })
     }
 
@@ -96,15 +133,10 @@ impl UserStore {
     pub async fn list(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<User>, ApiError> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
         let after = after.unwrap_or(Uuid::nil());
-        let rows = self
-            .with_client(|client| {
-                let sql = &sql;
-                async move {
-                    let statement = client.prepare_cached(sql).await?;
-                    client.query(&statement, &[&after, &limit]).await
-                }
-            })
-            .await?;
+        let rows = on_connection!(self, |client| {
+            let statement = client.prepare_cached(&sql).await?;
+            client.query(&statement, &[&after, &limit]).await
+        })?;
         Ok(rows.iter().map(to_user).collect())
     }
 
@@ -132,28 +164,54 @@ impl UserStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ApiError> {
-        self.with_client(|client| async move {
+        on_connection!(self, |client| {
             let statement = client.prepare_cached(sql).await?;
             client.query_opt(&statement, params).await
         })
-        .await
     }
 
-    /// Runs `work` on a pooled connection. If the connection turns out to be
-    /// closed (killed while the sandbox was frozen), the statement cannot have
-    /// taken effect, so it is retried once on a fresh connection.
-    async fn with_client<'a, T, F, Fut>(&self, work: F) -> Result<T, ApiError>
-    where
-        F: Fn(Object) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>> + 'a,
-    {
-        let client = self.pool.get().await?;
-        match work(client).await {
-            Err(error) if error.is_closed() => {
-                let client = self.pool.get().await?;
-                Ok(work(client).await?)
+    /// The outcome of one attempt. A dead connection, or one that timed out
+    /// on the client side (it may still have a statement in flight), is
+    /// discarded, never returned to the pool.
+    fn settle<T>(
+        client: Object,
+        outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ApiError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                let error = ApiError::from(error);
+                if connection_was_closed(&error) {
+                    // Not back into the pool, where the retry would get it again.
+                    drop(Object::take(client));
+                }
+                Err(error)
             }
-            other => Ok(other?),
+            Err(elapsed) => {
+                drop(Object::take(client));
+                Err(ApiError::Timeout(elapsed.into()))
+            }
+        }
+    }
+}
+
+/// Whether an attempt failed because its connection was dead: closed, cut
+/// (an I/O error), or terminated by the server (`pg_terminate_backend`, a
+/// restart), whose goodbye the client may read only when it next uses it.
+fn connection_was_closed(error: &ApiError) -> bool {
+    use tokio_postgres::error::SqlState;
+    let ApiError::Unavailable { source, .. } = error else {
+        return false;
+    };
+    let Some(error) = source.downcast_ref::<tokio_postgres::Error>() else {
+        return false;
+    };
+    match error.code() {
+        Some(code) => *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN,
+        None => {
+            error.is_closed()
+                || std::error::Error::source(error)
+                    .is_some_and(|cause| cause.is::<std::io::Error>())
         }
     }
 }

@@ -15,6 +15,7 @@ use users_api::{AppState, Config};
 use uuid::Uuid;
 
 pub mod functions;
+pub mod proxy;
 pub mod servers;
 
 /// The user id written in the find/update/delete fixtures; tests replace it.

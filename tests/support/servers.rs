@@ -39,7 +39,10 @@ impl RedisServer {
 
     /// Starts a server with extra command-line settings (`--tls-port ...`).
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -59,6 +62,29 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Freezes the server process (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+
+    /// Stops the server (its port refuses connections) and starts a new one
+    /// on the same port when `restart` is called.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let replacement = Self::start_on(self.port, &[]);
+        let old = std::mem::replace(self, replacement);
+        std::mem::forget(old);
+    }
+
     /// Kills every client connection (as a failover or an idle reap would).
     pub async fn kill_clients(&self) {
         if let Ok(client) = redis::Client::open(self.url())
@@ -76,8 +102,56 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    fn resume_quietly(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+impl RedisServer {
+    /// Kills every other client connection without yielding to the async
+    /// runtime, and returns once the server no longer lists them: on a
+    /// current-thread runtime the clients cannot notice until their next
+    /// command, exactly as in a Lambda sandbox frozen between invocations.
+    pub fn kill_clients_while_frozen(&self) {
+        let client = redis::Client::open(self.url()).expect("url");
+        let mut connection = client.get_connection().expect("blocking connection");
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .arg("SKIPME")
+            .arg("yes")
+            .query(&mut connection)
+            .expect("client kill");
+        assert!(killed > 0, "there were connections to kill");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let list: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut connection)
+                .expect("client list");
+            if list.lines().count() == 1 || std::time::Instant::now() > deadline {
+                break;
+            }
+        }
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.resume_quietly();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
