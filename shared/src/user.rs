@@ -63,9 +63,11 @@ impl UserEmail {
             return Err(invalid(&format!("must be at most {max_chars} characters")));
         }
         // The crate accepts quoted local parts and display names; an account
-        // email is a plain `local@domain` with a dotted domain.
-        let plain = !email.contains(['"', '<', '>', '[', ']', ' '])
-            && !email.chars().any(char::is_control)
+        // email is a plain `local@domain` with a dotted domain. It also lets
+        // Unicode spaces (U+00A0, U+2000, U+3000) through in the local part,
+        // which would allow invisible look-alikes of an address.
+        let plain = !email.contains(['"', '<', '>', '[', ']'])
+            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
             && email
                 .rsplit_once('@')
                 .is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
@@ -139,6 +141,9 @@ mod tests {
             "Ada <ada@example.com>",
             "ada@[127.0.0.1]",
             "ada@exa\u{0}mple.com",
+            "a\u{2000}@example.com",
+            "ada\u{a0}lovelace@example.com",
+            "ada\u{3000}@example.com",
             "a@b@example.com",
             too_long.as_str(),
         ] {
