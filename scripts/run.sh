@@ -28,4 +28,5 @@ log "serving on http://localhost:${PORT:-9000} (Ctrl-C to stop)"
 exec cargo lambda watch --invoke-port "${PORT:-9000}" \
     --env-var "DATABASE_URL=$DATABASE_URL" \
     --env-var "REDIS_URL=$REDIS_URL" \
-    --env-var "CACHE_KEY_PREFIX=${CACHE_KEY_PREFIX:-users-api-local}"
+    --env-var "CACHE_KEY_PREFIX=${CACHE_KEY_PREFIX:-users-api-local}" \
+    ${WATCH_ARGS:-}

@@ -6,28 +6,17 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use test_support::functions::{create, delete, find, update};
+use test_support::functions::{delete, find, update};
 use test_support::servers::RedisServer;
 use test_support::*;
 use tokio::task::JoinSet;
 use users_api::pause::PausePoint;
 use uuid::Uuid;
 
-async fn create_user(env: &TestEnv, email: &str, name: &str) -> Uuid {
-    let body = json!({"email": email, "name": name});
-    let response = create(&env.state, with_body("create-user.v2", Uuid::nil(), &body)).await;
-    assert_eq!(status(&response), 201);
-    json_body(&response)["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
     let env = TestEnv::new().await;
-    let id = create_user(&env, "old@example.com", "Old").await;
+    let id = create_user(&env.state, "old@example.com", "Old").await;
     let pause = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
     reader.users.pause_before_fill(pause.clone());
@@ -58,7 +47,7 @@ async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
     let env = TestEnv::new().await;
-    let id = create_user(&env, "gone@example.com", "Gone").await;
+    let id = create_user(&env.state, "gone@example.com", "Gone").await;
     let pause = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
     reader.users.pause_before_fill(pause.clone());
@@ -98,7 +87,7 @@ async fn run_history(env: &TestEnv, writes_per_id: u64, faults: Option<&RedisSer
     const READERS: usize = 6;
     let mut ids = Vec::new();
     for n in 0..IDS {
-        ids.push(create_user(env, &format!("u{n}@example.com"), "v0").await);
+        ids.push(create_user(&env.state, &format!("u{n}@example.com"), "v0").await);
     }
     let ids = Arc::new(ids);
     let done = Arc::new(tokio::sync::Notify::new());
@@ -294,7 +283,7 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
 async fn stampede(fill_wait_ms: &str) -> u64 {
     const INSTANCES: usize = 32;
     let env = TestEnv::with_settings(&[("CACHE_FILL_WAIT_MS", fill_wait_ms)]).await;
-    let id = create_user(&env, "hot@example.com", "Hot").await;
+    let id = create_user(&env.state, "hot@example.com", "Hot").await;
     let mut instances = Vec::new();
     for _ in 0..INSTANCES {
         instances.push(Arc::new(env.instance(&[]).await));
@@ -362,7 +351,7 @@ async fn a_write_refused_by_an_unreachable_redis_changes_nothing_in_postgres() {
         ("REDIS_RESPONSE_TIMEOUT_MS", "100"),
     ])
     .await;
-    let id = create_user(&env, "kept@example.com", "Kept").await;
+    let id = create_user(&env.state, "kept@example.com", "Kept").await;
     drop(redis);
 
     let updated = update(&env.state, request_for("update-user.v2", id)).await;

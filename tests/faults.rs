@@ -23,17 +23,6 @@ fn shared_redis_addr() -> SocketAddr {
         .expect("TEST_REDIS_URL is redis://ip:port")
 }
 
-async fn create_user(state: &AppState, email: &str) -> Uuid {
-    let body = json!({"email": email, "name": "Fault Tolerant"});
-    let response = create(state, with_body("create-user.v2", Uuid::nil(), &body)).await;
-    assert_eq!(status(&response), 201, "{:?}", response.body());
-    json_body(&response)["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 async fn timed_find(
     state: &AppState,
     id: Uuid,
@@ -59,7 +48,7 @@ async fn env_behind_redis_proxy() -> (TestEnv, FaultProxy) {
 #[tokio::test]
 async fn find_with_redis_black_holed_answers_from_postgres_within_the_redis_timeout() {
     let (env, proxy) = env_behind_redis_proxy().await;
-    let id = create_user(&env.state, "hole@example.com").await;
+    let id = create_user(&env.state, "hole@example.com", "Fault Tolerant").await;
     let (_, healthy_miss) = timed_find(&env.state, id).await;
     let (_, healthy_hit) = timed_find(&env.state, id).await;
 
@@ -81,7 +70,7 @@ async fn find_with_redis_black_holed_answers_from_postgres_within_the_redis_time
 #[tokio::test]
 async fn find_with_redis_slow_answers_from_postgres() {
     let (env, proxy) = env_behind_redis_proxy().await;
-    let id = create_user(&env.state, "slow@example.com").await;
+    let id = create_user(&env.state, "slow@example.com", "Fault Tolerant").await;
     timed_find(&env.state, id).await;
 
     proxy.set(Mode::Latency(Duration::from_millis(300)));
@@ -102,7 +91,7 @@ async fn find_with_redis_paused_or_refusing_answers_from_postgres() {
         ("REDIS_RESPONSE_TIMEOUT_MS", &timeout),
     ])
     .await;
-    let id = create_user(&env.state, "paused@example.com").await;
+    let id = create_user(&env.state, "paused@example.com", "Fault Tolerant").await;
     timed_find(&env.state, id).await;
 
     redis.pause();
@@ -125,7 +114,7 @@ async fn find_with_redis_paused_or_refusing_answers_from_postgres() {
 #[tokio::test]
 async fn writes_with_redis_black_holed_are_refused_before_postgres_changes_and_create_goes_on() {
     let (env, proxy) = env_behind_redis_proxy().await;
-    let id = create_user(&env.state, "before@example.com").await;
+    let id = create_user(&env.state, "before@example.com", "Fault Tolerant").await;
 
     proxy.set(Mode::BlackHole);
     let updated = update(&env.state, request_for("update-user.v2", id)).await;
@@ -175,7 +164,7 @@ async fn the_cache_is_used_again_when_redis_comes_back_without_a_restart() {
         ("REDIS_RESPONSE_TIMEOUT_MS", "200"),
     ])
     .await;
-    let id = create_user(&env.state, "back@example.com").await;
+    let id = create_user(&env.state, "back@example.com", "Fault Tolerant").await;
     redis.stop();
     let (down, _) = timed_find(&env.state, id).await;
     assert_eq!(header(&down, "x-cache"), Some("bypass"));
@@ -192,7 +181,7 @@ async fn the_cache_is_used_again_when_redis_comes_back_without_a_restart() {
 async fn an_idle_redis_connection_killed_while_frozen_is_replaced_on_the_next_request() {
     let redis = RedisServer::start();
     let env = TestEnv::with_settings(&[("REDIS_URL", &redis.url())]).await;
-    let id = create_user(&env.state, "frozen@example.com").await;
+    let id = create_user(&env.state, "frozen@example.com", "Fault Tolerant").await;
     timed_find(&env.state, id).await;
 
     redis.kill_clients_while_frozen();
@@ -220,7 +209,7 @@ async fn an_idle_postgres_connection_terminated_while_frozen_is_replaced_on_the_
     let state = env
         .instance(&[("DATABASE_URL", &url), ("PG_POOL_MAX_SIZE", "1")])
         .await;
-    let id = create_user(&state, "pg-frozen@example.com").await;
+    let id = create_user(&state, "pg-frozen@example.com", "Fault Tolerant").await;
 
     let terminated: i64 = env
         .pg()
@@ -275,15 +264,10 @@ async fn postgres_refusing_connections_gives_a_quick_503_and_cold_start_succeeds
 #[tokio::test]
 async fn postgres_black_holed_gives_503_within_the_connect_timeout() {
     let env = TestEnv::new().await;
-    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let path = env.settings["DATABASE_URL"]
-        .split_once("5432")
-        .unwrap()
-        .1
-        .to_owned();
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
     proxy.set(Mode::BlackHole);
 
-    let url = format!("postgres://postgres@127.0.0.1:{}{path}", proxy.port);
+    let url = env.database_url_through(proxy.port);
     let state = env
         .instance(&[("DATABASE_URL", &url), ("PG_CONNECT_TIMEOUT_MS", "300")])
         .await;
@@ -297,17 +281,12 @@ async fn postgres_black_holed_gives_503_within_the_connect_timeout() {
 #[tokio::test]
 async fn postgres_going_silent_mid_request_gives_504_within_the_client_timeout() {
     let env = TestEnv::new().await;
-    let proxy = FaultProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let path = env.settings["DATABASE_URL"]
-        .split_once("5432")
-        .unwrap()
-        .1
-        .to_owned();
-    let url = format!("postgres://postgres@127.0.0.1:{}{path}", proxy.port);
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+    let url = env.database_url_through(proxy.port);
     let state = env
         .instance(&[("DATABASE_URL", &url), ("PG_STATEMENT_TIMEOUT_MS", "300")])
         .await;
-    let id = create_user(&state, "silent@example.com").await;
+    let id = create_user(&state, "silent@example.com", "Fault Tolerant").await;
 
     proxy.set(Mode::BlackHole);
     let (found, elapsed) = timed_find(&state, Uuid::now_v7()).await;
@@ -326,7 +305,7 @@ async fn postgres_going_silent_mid_request_gives_504_within_the_client_timeout()
 async fn a_write_blocked_by_a_lock_times_out_with_504_and_changes_nothing() {
     let env = TestEnv::new().await;
     let state = env.instance(&[("PG_STATEMENT_TIMEOUT_MS", "300")]).await;
-    let id = create_user(&state, "locked@example.com").await;
+    let id = create_user(&state, "locked@example.com", "Fault Tolerant").await;
     let (mut locker, connection) =
         tokio_postgres::connect(&env.settings["DATABASE_URL"], tokio_postgres::NoTls)
             .await
@@ -359,7 +338,7 @@ async fn a_cold_start_with_redis_down_succeeds_and_serves_from_postgres() {
             .await;
     let init = started.elapsed();
 
-    let id = create_user(&env.state, "nocache@example.com").await;
+    let id = create_user(&env.state, "nocache@example.com", "Fault Tolerant").await;
     let (found, _) = timed_find(&env.state, id).await;
     let updated = update(&env.state, request_for("update-user.v2", id)).await;
 

@@ -5,7 +5,7 @@
 //!
 //! | value | meaning | set by | lifetime |
 //! |---|---|---|---|
-//! | `v` + body | the user's response body, ready to send | a lease holder's fill | `CACHE_TTL_SECONDS`, minus up to 10% jitter |
+//! | `v` + version + `:` + body | the user's version (its ETag) and response body, ready to send | a lease holder's fill | `CACHE_TTL_SECONDS`, minus up to 10% jitter |
 //! | `n` | no such user (negative entry) | a lease holder's fill | `CACHE_NEGATIVE_TTL_SECONDS` |
 //! | `l` + token | a miss is reading Postgres and holds the right to fill | [`UserCache::lookup`] | `CACHE_LEASE_MS` |
 //! | `w` | a write is in progress: nobody may fill | [`UserCache::guard_write`] | the write guard, longer than any write |
@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
-const FORMAT_VERSION: &str = "v1";
+const FORMAT_VERSION: &str = "v2";
 
 const VALUE: u8 = b'v';
 const NEGATIVE: u8 = b'n';
@@ -71,8 +71,8 @@ pub enum CacheError {
 /// What [`UserCache::lookup`] found.
 #[derive(Debug)]
 pub enum Lookup {
-    /// A cached body (tag removed); the caller checks it decodes.
-    Hit(Vec<u8>),
+    /// A cached body and the user's version; the caller checks it decodes.
+    Hit { version: i64, body: Vec<u8> },
     /// A cached "no such user".
     NotFound,
     /// The key was empty and this caller now holds the fill lease.
@@ -94,7 +94,7 @@ pub struct Lease {
 
 /// What a lease holder stores.
 pub enum Entry<'a> {
-    User(&'a [u8]),
+    User { version: i64, body: &'a [u8] },
     NotFound,
 }
 
@@ -165,10 +165,16 @@ impl UserCache {
             return Ok(Lookup::Leased(lease));
         };
         Ok(match value.first() {
-            Some(&VALUE) => {
-                value.remove(0);
-                Lookup::Hit(value)
-            }
+            Some(&VALUE) => match split_version(&value) {
+                Some((version, start)) => {
+                    value.drain(..start);
+                    Lookup::Hit {
+                        version,
+                        body: value,
+                    }
+                }
+                None => Lookup::Unreadable(value),
+            },
             Some(&NEGATIVE) if value.len() == 1 => Lookup::NotFound,
             Some(&LEASE) => Lookup::Filling,
             Some(&WRITING) if value.len() == 1 => Lookup::Writing,
@@ -184,11 +190,8 @@ impl UserCache {
         entry: Entry<'_>,
     ) -> Result<bool, CacheError> {
         let (value, ttl) = match entry {
-            Entry::User(body) => {
-                let mut value = Vec::with_capacity(body.len() + 1);
-                value.push(VALUE);
-                value.extend_from_slice(body);
-                (value, lease.jittered(self.ttl))
+            Entry::User { version, body } => {
+                (encode_value(version, body), lease.jittered(self.ttl))
             }
             Entry::NotFound => (vec![NEGATIVE], millis(self.negative_ttl)),
         };
@@ -300,6 +303,24 @@ impl Lease {
     }
 }
 
+/// `v{version}:{body}`, the stored form of a user.
+pub fn encode_value(version: i64, body: &[u8]) -> Vec<u8> {
+    let version = version.to_string();
+    let mut value = Vec::with_capacity(body.len() + version.len() + 2);
+    value.push(VALUE);
+    value.extend_from_slice(version.as_bytes());
+    value.push(b':');
+    value.extend_from_slice(body);
+    value
+}
+
+/// The version of a `v{version}:{body}` value and where its body starts.
+fn split_version(value: &[u8]) -> Option<(i64, usize)> {
+    let colon = value.iter().take(24).position(|&byte| byte == b':')?;
+    let version = std::str::from_utf8(&value[1..colon]).ok()?.parse().ok()?;
+    Some((version, colon + 1))
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
@@ -317,6 +338,17 @@ mod tests {
         assert!(ttls.iter().all(|&t| (3_240_000..=3_600_000).contains(&t)));
         let distinct: std::collections::HashSet<_> = ttls.iter().collect();
         assert!(distinct.len() > 150, "{} distinct TTLs", distinct.len());
+    }
+
+    #[test]
+    fn a_value_round_trips_its_version_and_body() {
+        let value = encode_value(42, br#"{"id":1}"#);
+        assert_eq!(value, br#"v42:{"id":1}"#);
+        let (version, start) = split_version(&value).unwrap();
+        assert_eq!((version, &value[start..]), (42, &br#"{"id":1}"#[..]));
+        for bad in [&b"v"[..], b"vx:{}", b"v:{}", br#"v{"id":1}"#] {
+            assert!(split_version(bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// 409: the email is already used by another user (case-insensitively).
     #[error("a user with this email already exists")]
     EmailTaken,
+    /// 412: `If-Match` named none of the user's current version.
+    #[error("the user has changed since the version given in If-Match")]
+    PreconditionFailed,
     /// 413: the body is over `MAX_BODY_BYTES`.
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -57,6 +60,7 @@ impl ApiError {
             Self::BadRequest { .. } => 400,
             Self::NotFound(_) => 404,
             Self::EmailTaken => 409,
+            Self::PreconditionFailed => 412,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
             Self::Internal(_) => 500,
@@ -71,6 +75,7 @@ impl ApiError {
             Self::BadRequest { code, .. } => code,
             Self::NotFound(_) => "not_found",
             Self::EmailTaken => "email_taken",
+            Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Unavailable { .. } => "service_unavailable",

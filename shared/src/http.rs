@@ -13,6 +13,17 @@ use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+/// What a function serves: its route and every status it can answer with.
+/// `openapi.yaml`, `template.yaml` and the local router must say the same;
+/// `tests/contract.rs` checks they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub function: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    pub statuses: &'static [u16],
+}
+
 /// Response header telling where a `find` answer came from: `hit`, `miss` or `bypass`.
 pub const X_CACHE: &str = "x-cache";
 
@@ -82,7 +93,7 @@ pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u
         },
     };
     let cursor = match query.first("cursor") {
-        None | Some("") => None,
+        None => None,
         Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
             ApiError::bad_request(
                 "invalid_cursor",
@@ -91,6 +102,49 @@ pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u
         })?),
     };
     Ok((cursor, limit))
+}
+
+/// The strong validator of a user's representation: its row version.
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::try_from(format!("\"{version}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// Whether `If-None-Match` names `version` (or is `*`): the client's copy is
+/// current and the answer is 304. Weak comparison, as RFC 9110 asks for GET.
+pub fn none_match(request: &Request, version: i64) -> bool {
+    let Some(header) = request.headers().get(header::IF_NONE_MATCH) else {
+        return false;
+    };
+    let Ok(header) = header.to_str() else {
+        return false;
+    };
+    header.split(',').map(str::trim).any(|tag| {
+        tag == "*" || parse_version(tag.strip_prefix("W/").unwrap_or(tag)) == Some(version)
+    })
+}
+
+/// The versions `If-Match` accepts, `None` when the header is absent or `*`
+/// (any existing user). Strong comparison: a weak tag, one we never issued,
+/// or a value that is not an ETag list at all matches nothing, so the write
+/// answers 412; a condition the client asked for is never ignored.
+pub fn if_match(request: &Request) -> Option<Vec<i64>> {
+    let header = request.headers().get(header::IF_MATCH)?;
+    let header = header.to_str().unwrap_or_default().trim();
+    if header == "*" {
+        return None;
+    }
+    Some(
+        header
+            .split(',')
+            .filter_map(|tag| parse_version(tag.trim()))
+            .collect(),
+    )
+}
+
+/// `"42"` -> 42.
+fn parse_version(tag: &str) -> Option<i64> {
+    tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
 /// A JSON response from bytes that are already serialized.

@@ -11,11 +11,11 @@
 //! once `update` or `delete` has returned success, no later `find` returns
 //! the previous value. See `cache.rs` for the key states.
 
-use crate::cache::{CacheError, Entry, Lease, Lookup, UserCache};
+use crate::cache::{CacheError, Entry, Lease, Lookup, UserCache, encode_value};
 use crate::config::CacheConfig;
 use crate::error::ApiError;
 use crate::pause::PausePoint;
-use crate::store::UserStore;
+use crate::store::{UserStore, Written};
 use crate::user::{NewUser, User};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,8 @@ impl CacheStatus {
 #[derive(Debug)]
 pub struct Found {
     pub body: Vec<u8>,
+    /// The user's version, sent as the ETag.
+    pub version: i64,
     pub cache: CacheStatus,
 }
 
@@ -105,13 +107,16 @@ impl UserService {
         let mut lookup = self.cache.lookup(id).await;
         loop {
             match lookup {
-                Ok(Lookup::Hit(body)) if is_valid_entry(&body) => {
+                Ok(Lookup::Hit { version, body }) if is_valid_entry(&body) => {
                     return Ok(Found {
                         body,
+                        version,
                         cache: CacheStatus::Hit,
                     });
                 }
-                Ok(Lookup::Hit(body)) => lookup = self.replace(id, &tagged(&body)).await,
+                Ok(Lookup::Hit { version, body }) => {
+                    lookup = self.replace(id, &encode_value(version, &body)).await;
+                }
                 Ok(Lookup::Unreadable(value)) => lookup = self.replace(id, &value).await,
                 Ok(Lookup::NotFound) => return Err(ApiError::NotFound(id)),
                 Ok(Lookup::Leased(lease)) => return self.fill(id, &lease).await,
@@ -142,24 +147,29 @@ impl UserService {
     /// The lease holder's miss: read Postgres, then fill if the lease survived.
     async fn fill(&self, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
         let user = self.store.get(id).await?;
-        let body = user.as_ref().map(to_body).transpose()?;
+        let found = user
+            .map(|user| {
+                to_body(&user).map(|body| Found {
+                    body,
+                    version: user.version,
+                    cache: CacheStatus::Miss,
+                })
+            })
+            .transpose()?;
         if let Some(pause) = &self.before_fill {
             pause.pass().await;
         }
-        let entry = match &body {
-            Some(body) => Entry::User(body),
+        let entry = match &found {
+            Some(found) => Entry::User {
+                version: found.version,
+                body: &found.body,
+            },
             None => Entry::NotFound,
         };
         if let Err(error) = self.cache.fill(id, lease, entry).await {
             log_cache_error("fill", &error);
         }
-        match body {
-            Some(body) => Ok(Found {
-                body,
-                cache: CacheStatus::Miss,
-            }),
-            None => Err(ApiError::NotFound(id)),
-        }
+        found.ok_or(ApiError::NotFound(id))
     }
 
     /// Postgres only, without touching the cache.
@@ -167,6 +177,7 @@ impl UserService {
         let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
         Ok(Found {
             body: to_body(&user)?,
+            version: user.version,
             cache,
         })
     }
@@ -182,22 +193,26 @@ impl UserService {
         Ok(Page { items, next_cursor })
     }
 
-    pub async fn update(&self, id: Uuid, user: &NewUser) -> Result<User, ApiError> {
+    /// Replaces email and name. With `if_match`, only while the user's
+    /// version is one of those (412 otherwise), checked in the same statement.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        user: &NewUser,
+        if_match: Option<&[i64]>,
+    ) -> Result<User, ApiError> {
         self.guard(id).await?;
-        let updated = self.store.update(id, user).await;
+        let updated = self.store.update(id, user, if_match).await;
         self.invalidate(id).await;
-        updated?.ok_or(ApiError::NotFound(id))
+        written(id, updated?)
     }
 
-    pub async fn delete(&self, id: Uuid) -> Result<(), ApiError> {
+    /// Deletes the user; `if_match` as for [`UserService::update`].
+    pub async fn delete(&self, id: Uuid, if_match: Option<&[i64]>) -> Result<(), ApiError> {
         self.guard(id).await?;
-        let deleted = self.store.delete(id).await;
+        let deleted = self.store.delete(id, if_match).await;
         self.invalidate(id).await;
-        if deleted? {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound(id))
-        }
+        written(id, deleted?)
     }
 
     /// Refuses the write (503) unless Redis took the guard: a write that
@@ -229,12 +244,12 @@ fn is_valid_entry(body: &[u8]) -> bool {
     serde_json::from_slice::<User>(body).is_ok()
 }
 
-/// An unreadable `Hit` lost its tag in `lookup`; put it back to compare.
-fn tagged(body: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(body.len() + 1);
-    value.push(b'v');
-    value.extend_from_slice(body);
-    value
+fn written<T>(id: Uuid, outcome: Written<T>) -> Result<T, ApiError> {
+    match outcome {
+        Written::Done(value) => Ok(value),
+        Written::Conflict => Err(ApiError::PreconditionFailed),
+        Written::NotFound => Err(ApiError::NotFound(id)),
+    }
 }
 
 fn log_cache_error(operation: &str, error: &CacheError) {

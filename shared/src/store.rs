@@ -50,7 +50,50 @@ macro_rules! on_connection {
     }};
 }
 
-const COLUMNS: &str = "id, email, name, created_at, updated_at";
+/// The columns of a [`User`], in `to_user` order; a macro so the statements
+/// below are `&'static str` (no formatting per request).
+macro_rules! columns {
+    () => {
+        "id, email, name, version, created_at, updated_at"
+    };
+}
+
+const INSERT: &str = concat!(
+    "INSERT INTO users (id, email, name) VALUES ($1, $2, $3) RETURNING ",
+    columns!()
+);
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
+const LIST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+);
+/// Updates only if the version is one of `$4` (or `$4` is NULL), in one
+/// statement: the second branch returns the current row, unchanged, when the
+/// precondition failed, and nothing when there is no such user.
+const UPDATE: &str = concat!(
+    "WITH updated AS (UPDATE users SET email = $2, name = $3, version = version + 1, \
+     updated_at = now() WHERE id = $1 AND ($4::bigint[] IS NULL OR version = ANY($4)) \
+     RETURNING ",
+    columns!(),
+    ") SELECT *, true FROM updated UNION ALL SELECT ",
+    columns!(),
+    ", false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM updated)"
+);
+/// Deletes only if the version is one of `$2` (or `$2` is NULL); like UPDATE.
+const DELETE: &str = "WITH deleted AS (DELETE FROM users WHERE id = $1 \
+     AND ($2::bigint[] IS NULL OR version = ANY($2)) RETURNING id) \
+     SELECT true FROM deleted UNION ALL \
+     SELECT false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deleted)";
+
+/// The result of a conditional write.
+#[derive(Debug)]
+pub enum Written<T> {
+    Done(T),
+    /// The user exists but its version matched none of the expected ones.
+    Conflict,
+    NotFound,
+}
 
 #[derive(Clone)]
 pub struct UserStore {
@@ -108,10 +151,8 @@ impl UserStore {
     }
 
     pub async fn insert(&self, id: Uuid, user: &NewUser) -> Result<User, ApiError> {
-        let sql =
-            format!("INSERT INTO users (id, email, name) VALUES ($1, $2, $3) RETURNING {COLUMNS}");
         let row = self
-            .query_opt(&sql, &[&id, &user.email.as_str(), &user.name.as_str()])
+            .query_opt(INSERT, &[&id, &user.email.as_str(), &user.name.as_str()])
             .await?;
         row.map(|row| to_user(&row))
             .ok_or_else(|| ApiError::Internal("INSERT returned no row".into()))
@@ -125,38 +166,55 @@ impl UserStore {
 
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        Ok(self.query_opt(&sql, &[&id]).await?.map(|row| to_user(&row)))
+        Ok(self
+            .query_opt(SELECT, &[&id])
+            .await?
+            .map(|row| to_user(&row)))
     }
 
     /// Users in id (creation) order, strictly after `after`, at most `limit`.
     pub async fn list(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<User>, ApiError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id > $1 ORDER BY id LIMIT $2");
         let after = after.unwrap_or(Uuid::nil());
         let rows = on_connection!(self, |client| {
-            let statement = client.prepare_cached(&sql).await?;
+            let statement = client.prepare_cached(LIST).await?;
             client.query(&statement, &[&after, &limit]).await
         })?;
         Ok(rows.iter().map(to_user).collect())
     }
 
-    pub async fn update(&self, id: Uuid, user: &NewUser) -> Result<Option<User>, ApiError> {
-        let sql = format!(
-            "UPDATE users SET email = $2, name = $3, version = version + 1, updated_at = now() \
-             WHERE id = $1 RETURNING {COLUMNS}"
-        );
+    /// Replaces email and name if the current version is one of `expected`
+    /// (any version when `None`), atomically.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        user: &NewUser,
+        expected: Option<&[i64]>,
+    ) -> Result<Written<User>, ApiError> {
         let row = self
-            .query_opt(&sql, &[&id, &user.email.as_str(), &user.name.as_str()])
+            .query_opt(
+                UPDATE,
+                &[&id, &user.email.as_str(), &user.name.as_str(), &expected],
+            )
             .await?;
-        Ok(row.map(|row| to_user(&row)))
+        Ok(match row {
+            Some(row) if row.get::<_, bool>(6) => Written::Done(to_user(&row)),
+            Some(_) => Written::Conflict,
+            None => Written::NotFound,
+        })
     }
 
-    /// Returns whether a row was deleted.
-    pub async fn delete(&self, id: Uuid) -> Result<bool, ApiError> {
-        let row = self
-            .query_opt("DELETE FROM users WHERE id = $1 RETURNING id", &[&id])
-            .await?;
-        Ok(row.is_some())
+    /// Deletes the user if its version is one of `expected` (any when `None`).
+    pub async fn delete(
+        &self,
+        id: Uuid,
+        expected: Option<&[i64]>,
+    ) -> Result<Written<()>, ApiError> {
+        let row = self.query_opt(DELETE, &[&id, &expected]).await?;
+        Ok(match row {
+            Some(row) if row.get::<_, bool>(0) => Written::Done(()),
+            Some(_) => Written::Conflict,
+            None => Written::NotFound,
+        })
     }
 
     async fn query_opt(
@@ -221,7 +279,8 @@ fn to_user(row: &Row) -> User {
         id: row.get(0),
         email: row.get(1),
         name: row.get(2),
-        created_at: row.get(3),
-        updated_at: row.get(4),
+        version: row.get(3),
+        created_at: row.get(4),
+        updated_at: row.get(5),
     }
 }

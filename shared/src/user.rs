@@ -17,6 +17,9 @@ pub struct User {
     pub id: Uuid,
     pub email: String,
     pub name: String,
+    /// Incremented by every write; sent as the `ETag`, not in the body.
+    #[serde(skip)]
+    pub version: i64,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

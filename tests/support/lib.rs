@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 use users_api::{AppState, Config};
 use uuid::Uuid;
 
+pub mod contract;
 pub mod functions;
 pub mod proxy;
 pub mod servers;
@@ -129,6 +130,22 @@ impl TestEnv {
             .get_multiplexed_async_connection()
             .await
             .expect("redis connection")
+    }
+
+    /// The address of the test Postgres, to put a fault proxy in front of it.
+    pub fn postgres_addr(&self) -> std::net::SocketAddr {
+        let admin: tokio_postgres::Config =
+            admin_database_url().parse().expect("TEST_DATABASE_URL");
+        let port = admin.get_ports().first().copied().unwrap_or(5432);
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// This test's `DATABASE_URL`, but through `127.0.0.1:port` (a proxy).
+    pub fn database_url_through(&self, port: u16) -> String {
+        let url = &self.settings["DATABASE_URL"];
+        let path = &url[url.find('/').map(|i| i + 2).unwrap_or(0)..];
+        let path = &path[path.find('/').unwrap_or(path.len())..];
+        format!("postgres://postgres@127.0.0.1:{port}{path}")
     }
 
     pub fn cache_key(&self, id: Uuid) -> String {
@@ -255,6 +272,22 @@ pub fn with_body(name: &str, id: Uuid, body: &serde_json::Value) -> Request {
         serde_json::from_str(&fixture(name).replace(FIXTURE_ID, &id.to_string())).expect("json");
     event["body"] = serde_json::Value::String(body.to_string());
     request_from(&event.to_string())
+}
+
+/// Creates a user through the real `create-user` handler; returns its id.
+pub async fn create_user(state: &AppState, email: &str, name: &str) -> Uuid {
+    let body = serde_json::json!({"email": email, "name": name});
+    let response = functions::create(state, with_body("create-user.v2", Uuid::nil(), &body)).await;
+    created_id(&response)
+}
+
+/// The id of the user a 201 response created.
+pub fn created_id(response: &Response<Body>) -> Uuid {
+    assert_eq!(status(response), 201, "{:?}", response.body());
+    json_body(response)["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("a user id")
 }
 
 pub fn status(response: &Response<Body>) -> u16 {

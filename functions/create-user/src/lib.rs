@@ -1,9 +1,16 @@
-//! `POST /users`: creates a user; 201 with the user and its `Location`.
+//! `POST /users`: creates a user; 201 with the user, its `Location` and `ETag`.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
 use users_api::user::{NewUser, UserPayload};
 use users_api::{ApiError, AppState, http};
+
+pub const ROUTE: http::Route = http::Route {
+    function: "create-user",
+    method: "POST",
+    path: "/users",
+    statuses: &[201, 400, 409, 413, 415, 500, 503, 504],
+};
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
     http::respond(create(state, &request).await)
@@ -19,5 +26,8 @@ async fn create(state: &AppState, request: &Request) -> Result<Response<Body>, A
     let location = HeaderValue::try_from(format!("/users/{}", user.id))
         .map_err(|error| ApiError::Internal(error.into()))?;
     response.headers_mut().insert(header::LOCATION, location);
+    response
+        .headers_mut()
+        .insert(header::ETAG, http::etag(user.version));
     Ok(response)
 }

@@ -1,14 +1,24 @@
-//! `DELETE /users/{id}`: 204 when the user existed, 404 otherwise.
+//! `DELETE /users/{id}`: 204 when the user existed, 404 otherwise; with
+//! `If-Match`, only if the user is still at that version (412 otherwise).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use users_api::{ApiError, AppState, http};
+
+pub const ROUTE: http::Route = http::Route {
+    function: "delete-user",
+    method: "DELETE",
+    path: "/users/{id}",
+    statuses: &[204, 400, 404, 412, 500, 503, 504],
+};
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
     http::respond(delete(state, &request).await)
 }
 
 async fn delete(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
-    state.users.delete(http::path_id(request)?).await?;
+    let id = http::path_id(request)?;
+    let if_match = http::if_match(request);
+    state.users.delete(id, if_match.as_deref()).await?;
     Ok(http::empty(StatusCode::NO_CONTENT))
 }

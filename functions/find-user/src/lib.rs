@@ -1,8 +1,16 @@
-//! `GET /users/{id}`: the user, through the cache; `x-cache` says how.
+//! `GET /users/{id}`: the user, through the cache; `x-cache` says how, `ETag`
+//! carries the version, and a matching `If-None-Match` gets 304 without a body.
 
-use lambda_http::http::{HeaderValue, StatusCode};
+use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
 use users_api::{ApiError, AppState, http};
+
+pub const ROUTE: http::Route = http::Route {
+    function: "find-user",
+    method: "GET",
+    path: "/users/{id}",
+    statuses: &[200, 304, 400, 404, 500, 503, 504],
+};
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
     http::respond(find(state, &request).await)
@@ -10,8 +18,14 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 
 async fn find(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
     let found = state.users.find(http::path_id(request)?).await?;
-    let mut response = http::json(StatusCode::OK, found.body);
-    response.headers_mut().insert(
+    let mut response = if http::none_match(request, found.version) {
+        http::empty(StatusCode::NOT_MODIFIED)
+    } else {
+        http::json(StatusCode::OK, found.body)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, http::etag(found.version));
+    headers.insert(
         http::X_CACHE,
         HeaderValue::from_static(found.cache.as_str()),
     );

@@ -4,6 +4,13 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
 use users_api::{ApiError, AppState, http};
 
+pub const ROUTE: http::Route = http::Route {
+    function: "list-users",
+    method: "GET",
+    path: "/users",
+    statuses: &[200, 400, 500, 503, 504],
+};
+
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
     http::respond(list(state, &request).await)
 }

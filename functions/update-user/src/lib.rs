@@ -1,9 +1,18 @@
-//! `PUT /users/{id}`: replaces email and name; 200 with the updated user.
+//! `PUT /users/{id}`: replaces email and name; 200 with the updated user and
+//! its new `ETag`. With `If-Match`, only if the user is still at that version
+//! (412 otherwise), so two clients cannot silently overwrite each other.
 
-use lambda_http::http::StatusCode;
+use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
 use users_api::user::{NewUser, UserPayload};
 use users_api::{ApiError, AppState, http};
+
+pub const ROUTE: http::Route = http::Route {
+    function: "update-user",
+    method: "PUT",
+    path: "/users/{id}",
+    statuses: &[200, 400, 404, 409, 412, 413, 415, 500, 503, 504],
+};
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
     http::respond(update(state, &request).await)
@@ -11,10 +20,13 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 
 async fn update(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
     let id = http::path_id(request)?;
+    let if_match = http::if_match(request);
     let payload: UserPayload = http::json_body(request, &state.limits)?;
-    let user = state
-        .users
-        .update(id, &NewUser::parse(payload, &state.limits)?)
-        .await?;
-    http::json_value(StatusCode::OK, &user)
+    let user = NewUser::parse(payload, &state.limits)?;
+    let updated = state.users.update(id, &user, if_match.as_deref()).await?;
+    let mut response = http::json_value(StatusCode::OK, &updated)?;
+    response
+        .headers_mut()
+        .insert(header::ETAG, http::etag(updated.version));
+    Ok(response)
 }

@@ -1,0 +1,107 @@
+//! One contract: the routes and statuses of `openapi.yaml` are those the
+//! functions declare (and, through the function wrappers, those they answer
+//! with), those `template.yaml` deploys and those the local router serves.
+
+use std::collections::BTreeSet;
+use test_support::contract::{documented_statuses, openapi, repository_file};
+use test_support::functions::ROUTES;
+
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+/// (method, path, x-lambda-function) of every operation in the document.
+fn documented_operations() -> BTreeSet<(String, String, String)> {
+    let mut operations = BTreeSet::new();
+    for (path, item) in openapi()["paths"].as_object().expect("paths") {
+        for method in METHODS {
+            if let Some(operation) = item.get(method) {
+                let function = operation["x-lambda-function"]
+                    .as_str()
+                    .unwrap_or("?")
+                    .to_owned();
+                operations.insert((method.to_ascii_uppercase(), path.clone(), function));
+            }
+        }
+    }
+    operations
+}
+
+fn declared_operations() -> BTreeSet<(String, String, String)> {
+    ROUTES
+        .iter()
+        .map(|route| {
+            (
+                route.method.to_owned(),
+                route.path.to_owned(),
+                route.function.to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_the_functions_serve() {
+    assert_eq!(documented_operations(), declared_operations());
+}
+
+#[test]
+fn each_route_documents_exactly_the_statuses_its_function_answers_with() {
+    for route in ROUTES {
+        let declared: BTreeSet<u16> = route.statuses.iter().copied().collect();
+
+        let documented = documented_statuses(route.method, route.path);
+
+        assert_eq!(documented, declared, "{} {}", route.method, route.path);
+    }
+}
+
+#[test]
+fn every_error_code_the_library_sends_is_in_the_document() {
+    let codes: BTreeSet<&str> =
+        openapi()["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
+            .as_array()
+            .expect("error code enum")
+            .iter()
+            .map(|code| code.as_str().unwrap())
+            .collect();
+    let sources: String = ["error.rs", "http.rs", "user.rs"]
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(repository_file(&format!("shared/src/{file}"))).unwrap()
+        })
+        .collect();
+    let mut sent = BTreeSet::new();
+    for (i, _) in sources.match_indices('"') {
+        let rest = &sources[i + 1..];
+        let Some(end) = rest.find('"') else { continue };
+        let word = &rest[..end];
+        if (word.starts_with("invalid_") || codes.contains(word)) && !word.contains(' ') {
+            sent.insert(word);
+        }
+    }
+    assert!(sent.len() >= 10, "{sent:?}");
+    for code in sent {
+        assert!(codes.contains(code), "{code} is sent but not documented");
+    }
+}
+
+#[test]
+fn the_local_router_serves_the_documented_routes() {
+    let manifest: toml::Table = std::fs::read_to_string(repository_file("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .expect("Cargo.toml");
+    let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
+        .as_table()
+        .expect("[workspace.metadata.lambda.watch.router]");
+    let mut routed = BTreeSet::new();
+    for (path, routes) in router {
+        for route in routes.as_array().expect("a list of routes") {
+            let method = route["method"].as_str().unwrap().to_owned();
+            let function = route["function"].as_str().unwrap().to_owned();
+            routed.insert((method, path.clone(), function));
+        }
+    }
+
+    assert_eq!(routed, documented_operations());
+}
+
