@@ -105,3 +105,58 @@ fn the_local_router_serves_the_documented_routes() {
     assert_eq!(routed, documented_operations());
 }
 
+/// `template.yaml` as YAML values (CloudFormation's `!Ref` tags kept as tags).
+fn template() -> serde_yaml_ng::Value {
+    let text = std::fs::read_to_string(repository_file("template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("template.yaml is valid YAML")
+}
+
+/// The text of a tagged or plain scalar (`!Ref X` -> `X`).
+fn scalar(value: &serde_yaml_ng::Value) -> String {
+    match value {
+        serde_yaml_ng::Value::Tagged(tagged) => scalar(&tagged.value),
+        serde_yaml_ng::Value::String(text) => text.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_template_deploys_the_document_and_routes_each_operation_to_its_function() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    let api = &template["Resources"]["UsersHttpApi"]["Properties"];
+    let include = &api["DefinitionBody"]["Fn::Transform"];
+    assert_eq!(scalar(&include["Name"]), "AWS::Include");
+    assert_eq!(scalar(&include["Parameters"]["Location"]), "openapi.yaml");
+
+    for (method, path, function) in documented_operations() {
+        let operation = &openapi()["paths"][&path][method.to_ascii_lowercase()];
+        let uri = operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} has no Lambda integration"));
+        let resource = uri
+            .split("functions/${")
+            .nth(1)
+            .and_then(|rest| rest.split(".Arn}").next())
+            .expect("integration names a function resource");
+        let built = &template["Resources"][resource]["Metadata"]["BuildProperties"]["Binary"];
+        assert_eq!(scalar(built), function, "{method} {path} -> {resource}");
+        assert_eq!(
+            operation["x-amazon-apigateway-integration"]["payloadFormatVersion"],
+            "2.0"
+        );
+        let permitted = resources.values().any(|candidate| {
+            scalar(&candidate["Type"]) == "AWS::Lambda::Permission"
+                && scalar(&candidate["Properties"]["FunctionName"]) == resource
+        });
+        assert!(permitted, "API Gateway may not invoke {resource}");
+    }
+    for (name, resource) in resources {
+        if scalar(&resource["Type"]) == "AWS::Serverless::Function" {
+            assert!(
+                resource["Properties"].get("Events").is_none(),
+                "{name:?} declares routes outside openapi.yaml"
+            );
+        }
+    }
+}

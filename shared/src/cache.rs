@@ -18,9 +18,12 @@
 //! longer store it. Every call is bounded by `REDIS_RESPONSE_TIMEOUT_MS`.
 
 use crate::config::{CacheConfig, RedisConfig};
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
@@ -98,9 +101,72 @@ pub enum Entry<'a> {
     NotFound,
 }
 
+/// A standalone Redis (one multiplexed connection that reconnects by itself)
+/// or a Redis Cluster (ElastiCache Serverless, cluster mode enabled).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    /// Connected on first use, so a cold start while Redis is down succeeds.
+    Cluster {
+        client: Arc<ClusterClient>,
+        connected: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
+    },
+}
+
+/// The connection one call runs on.
+enum Active {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn active(&self) -> redis::RedisResult<Active> {
+        match self {
+            Self::Single(manager) => Ok(Active::Single(manager.clone())),
+            Self::Cluster { client, connected } => {
+                let mut connected = connected.lock().await;
+                if let Some(connection) = connected.as_ref() {
+                    return Ok(Active::Cluster(connection.clone()));
+                }
+                let connection = client.get_async_connection().await?;
+                *connected = Some(connection.clone());
+                Ok(Active::Cluster(connection))
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Active {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct UserCache {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: String,
     ttl: Duration,
     negative_ttl: Duration,
@@ -112,16 +178,36 @@ pub struct UserCache {
 impl UserCache {
     /// Creates the connection manager without waiting for Redis: a cold start
     /// while Redis is down must still succeed. See [`UserCache::ping`].
-    pub fn new(redis: &RedisConfig, cache: &CacheConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(redis.url.as_str())?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(redis.connect_timeout))
-            .set_response_timeout(Some(redis.response_timeout))
-            // One connection attempt per reconnect: while Redis is down each
-            // request makes one quick attempt instead of queueing behind a
-            // backoff, and the first one after it returns reconnects.
-            .set_number_of_retries(0);
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+    pub fn new(
+        redis: &RedisConfig,
+        cache: &CacheConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let certificates = match &redis.ca_file {
+            None => None,
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|error| {
+                    format!("cannot read REDIS_CA_FILE {}: {error}", path.display())
+                })?),
+            }),
+        };
+        let connection = if redis.cluster {
+            let nodes = redis.url.split(',').map(str::trim);
+            let mut builder = ClusterClientBuilder::new(nodes)
+                .connection_timeout(redis.connect_timeout)
+                .response_timeout(redis.response_timeout)
+                .retries(1);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build()?;
+            Connection::Cluster {
+                client: Arc::new(client),
+                connected: Arc::default(),
+            }
+        } else {
+            Connection::Single(Self::manager(redis, certificates)?)
+        };
         Ok(Self {
             connection,
             prefix: format!("{}:{FORMAT_VERSION}:user:", cache.key_prefix),
@@ -131,6 +217,24 @@ impl UserCache {
             write_guard: cache.write_guard,
             timeout: redis.response_timeout,
         })
+    }
+
+    fn manager(
+        redis: &RedisConfig,
+        certificates: Option<redis::TlsCertificates>,
+    ) -> Result<ConnectionManager, redis::RedisError> {
+        let client = match certificates {
+            Some(certificates) => redis::Client::build_with_tls(redis.url.as_str(), certificates)?,
+            None => redis::Client::open(redis.url.as_str())?,
+        };
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(redis.connect_timeout))
+            .set_response_timeout(Some(redis.response_timeout))
+            // One connection attempt per reconnect: while Redis is down each
+            // request makes one quick attempt instead of queueing behind a
+            // backoff, and the first one after it returns reconnects.
+            .set_number_of_retries(0);
+        ConnectionManager::new_lazy_with_config(client, manager_config)
     }
 
     /// Opens the connection now (during init) and checks it answers.
@@ -257,18 +361,22 @@ impl UserCache {
     /// connection; every call here is safe to repeat.
     async fn call<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        F: Fn(Active) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match self.bounded(command(self.connection.clone())).await {
+        let attempt = || async { command(self.connection.active().await?).await };
+        let started = std::time::Instant::now();
+        let result = match self.bounded(attempt()).await {
             Err(CacheError::Redis(error))
                 if (error.is_connection_dropped() || error.is_io_error())
                     && !error.is_timeout() =>
             {
-                self.bounded(command(self.connection.clone())).await
+                self.bounded(attempt()).await
             }
             other => other,
-        }
+        };
+        crate::telemetry::record_redis(started.elapsed());
+        result
     }
 
     async fn bounded<T>(

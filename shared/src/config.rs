@@ -7,6 +7,7 @@
 //! variable and never echo its value, since URLs carry passwords.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub cache: CacheConfig,
     pub limits: Limits,
+    /// CloudWatch namespace of the EMF metric lines; `None` when disabled.
+    pub metrics_namespace: Option<String>,
 }
 
 #[derive(Clone)]
@@ -27,12 +30,32 @@ pub struct PostgresConfig {
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Extra CA bundle (PEM) trusted for `sslmode=require`: the RDS global bundle.
+    pub ca_file: Option<PathBuf>,
+    /// Where the password comes from when it is not in `DATABASE_URL`.
+    pub secret: Option<SecretSource>,
+}
+
+/// A Secrets Manager secret read at init through the AWS Parameters and
+/// Secrets Lambda Extension.
+#[derive(Clone)]
+pub struct SecretSource {
+    pub secret_id: String,
+    pub port: u16,
+    /// `AWS_SESSION_TOKEN`, which the extension requires; never logged.
+    pub token: String,
+    pub timeout: Duration,
 }
 
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `REDIS_URL`; may hold a password, so never logged.
+    /// `REDIS_URL`; may hold a password, so never logged. In cluster mode a
+    /// comma-separated list of seed nodes (one is enough).
     pub url: String,
+    /// `REDIS_CLUSTER=true`: Redis Cluster (ElastiCache Serverless, cluster mode).
+    pub cluster: bool,
+    /// Extra CA (PEM) trusted for `rediss://`; the system roots otherwise.
+    pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
 }
@@ -97,15 +120,17 @@ impl Config {
     /// without touching the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let connection = env
-            .required("DATABASE_URL")?
+        let connection = crate::tls::normalize_sslmode(&env.required("DATABASE_URL")?)
             .parse::<tokio_postgres::Config>()
             .map_err(|_| ConfigError {
                 variable: "DATABASE_URL",
                 problem: "is not a valid PostgreSQL connection URL",
             })?;
         let redis_url = env.required("REDIS_URL")?;
-        if redis::parse_redis_url(&redis_url).is_none() {
+        if redis_url
+            .split(',')
+            .any(|url| redis::parse_redis_url(url.trim()).is_none())
+        {
             return Err(ConfigError {
                 variable: "REDIS_URL",
                 problem: "is not a valid redis:// or rediss:// URL",
@@ -118,6 +143,16 @@ impl Config {
             connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
             pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
             statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
+            ca_file: env.optional("PG_CA_FILE").map(PathBuf::from),
+            secret: match env.optional("DATABASE_SECRET_ARN") {
+                None => None,
+                Some(secret_id) => Some(SecretSource {
+                    secret_id,
+                    port: crate::secrets::extension_port(&lookup)?,
+                    token: env.required("AWS_SESSION_TOKEN")?,
+                    timeout: env.millis("SECRETS_TIMEOUT_MS", 2000)?,
+                }),
+            },
         };
         // A write waits for a pooled connection (at most wait + connect), runs
         // one statement, and may retry both once on a dead connection. Its
@@ -130,6 +165,8 @@ impl Config {
             postgres,
             redis: RedisConfig {
                 url: redis_url,
+                cluster: env.flag("REDIS_CLUSTER", false)?,
+                ca_file: env.optional("REDIS_CA_FILE").map(PathBuf::from),
                 connect_timeout: env.millis("REDIS_CONNECT_TIMEOUT_MS", 200)?,
                 response_timeout: env.millis("REDIS_RESPONSE_TIMEOUT_MS", 50)?,
             },
@@ -149,6 +186,10 @@ impl Config {
                 email_max_chars: env.parse("EMAIL_MAX_CHARS", defaults.email_max_chars)?,
                 list_max_limit: env.parse("LIST_MAX_LIMIT", defaults.list_max_limit)?,
             },
+            metrics_namespace: env.flag("METRICS_ENABLED", true)?.then(|| {
+                env.optional("METRICS_NAMESPACE")
+                    .unwrap_or_else(|| "users-api".to_owned())
+            }),
         })
     }
 }
@@ -184,6 +225,21 @@ impl Env<'_> {
         }
     }
 
+    fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self
+            .optional(name)
+            .map(|raw| raw.trim().to_ascii_lowercase())
+        {
+            None => Ok(default),
+            Some(raw) if raw == "true" || raw == "1" => Ok(true),
+            Some(raw) if raw == "false" || raw == "0" => Ok(false),
+            Some(_) => Err(ConfigError {
+                variable: name,
+                problem: "must be true or false",
+            }),
+        }
+    }
+
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
         self.parse(name, default).map(Duration::from_millis)
     }
@@ -215,6 +271,50 @@ mod tests {
         assert_eq!(config.postgres.pool_max_size, 2);
         assert_eq!(config.limits.max_body_bytes, 16384);
         assert_eq!(config.cache.write_guard, Duration::from_millis(13_000));
+        assert!(!config.redis.cluster);
+        assert!(config.postgres.secret.is_none());
+        assert_eq!(config.metrics_namespace.as_deref(), Some("users-api"));
+    }
+
+    #[test]
+    fn production_settings_are_read() {
+        let config = Config::from_lookup(lookup(&[
+            (
+                "DATABASE_URL",
+                "postgres://app@db.example.com/users?sslmode=verify-full",
+            ),
+            (
+                "REDIS_URL",
+                "rediss://a.example.com:6379,rediss://b.example.com:6379",
+            ),
+            ("REDIS_CLUSTER", "true"),
+            ("PG_CA_FILE", "/opt/rds-global-bundle.pem"),
+            (
+                "DATABASE_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+            ),
+            ("AWS_SESSION_TOKEN", "token"),
+            ("METRICS_ENABLED", "false"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.postgres.connection.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        assert!(config.redis.cluster);
+        assert_eq!(config.postgres.secret.unwrap().port, 2773);
+        assert!(config.metrics_namespace.is_none());
+        let error = Config::from_lookup(lookup(&[
+            REQUIRED[0],
+            REQUIRED[1],
+            (
+                "DATABASE_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
+            ),
+        ]))
+        .err()
+        .unwrap();
+        assert_eq!(error.variable, "AWS_SESSION_TOKEN");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Each variant documents the status it answers with. Driver errors are
 //! classified here, once: a unique violation of the email index becomes 409, a
-//! statement timeout 504, a lost or refused connection 503. The client sees a
+//! statement timeout 504, a lost or refused connection or a refused login
+//! (class 28: a rotated password, say) 503. The client sees a
 //! code and a message written by us; the driver's text only goes to the log.
 
 use uuid::Uuid;
@@ -115,6 +116,7 @@ impl From<tokio_postgres::Error> for ApiError {
         } else if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE {
             Self::Timeout(error.into())
         } else if code.code().starts_with("08")
+            || code.code().starts_with("28")
             || code.code().starts_with("57P")
             || *code == SqlState::TOO_MANY_CONNECTIONS
             || *code == SqlState::CANNOT_CONNECT_NOW

@@ -8,9 +8,14 @@
 
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::service::CacheStatus;
+use crate::state::AppState;
+use crate::telemetry;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// What a function serves: its route and every status it can answer with.
@@ -188,12 +193,46 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
     json(status, body.to_string().into_bytes())
 }
 
-/// What a handler returns to the runtime: the response, or the error as JSON.
-/// Never `Err`, since a returned error reaches the client as Lambda's own 502.
-pub fn respond(
-    result: Result<Response<Body>, ApiError>,
+/// Runs one request's `work` and turns its result into what the handler
+/// returns to the runtime: the response, or the error as JSON. Never `Err`,
+/// since a returned error reaches the client as Lambda's own 502. Logs one
+/// record per request (request id, route, status, cache outcome, latency) and
+/// writes one EMF metrics line (cache outcome, Postgres and Redis time, cold
+/// start).
+pub async fn serve(
+    state: &AppState,
+    route: &Route,
+    request: &Request,
+    work: impl Future<Output = Result<Response<Body>, ApiError>>,
 ) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(result.unwrap_or_else(|error| error_response(&error)))
+    let started = Instant::now();
+    let (result, postgres, redis) = telemetry::measure(work).await;
+    let response = result.unwrap_or_else(|error| error_response(&error));
+    let latency = started.elapsed();
+    let cache = response
+        .headers()
+        .get(X_CACHE)
+        .and_then(|value| CacheStatus::from_header(value.as_bytes()));
+    let context = request.lambda_context_ref();
+    telemetry::RequestLog {
+        request_id: context.map_or("-", |context| context.request_id.as_str()),
+        route: &format!("{} {}", route.method, route.path),
+        status: response.status().as_u16(),
+        cache,
+        latency,
+    }
+    .emit();
+    let cold_start = state.cold_start.take();
+    if let Some(namespace) = &state.metrics_namespace {
+        let metrics = telemetry::RequestMetrics {
+            cache,
+            postgres,
+            redis,
+            cold_start,
+        };
+        telemetry::emit(&metrics.emf_line(namespace, route.function));
+    }
+    Ok(response)
 }
 
 /// Displays an error and its sources, `outer: inner: root`.

@@ -11,9 +11,12 @@ pub mod error;
 pub mod http;
 pub mod migrate;
 pub mod pause;
+pub mod secrets;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod telemetry;
+pub mod tls;
 pub mod user;
 
 pub use config::Config;

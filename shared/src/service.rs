@@ -41,6 +41,16 @@ impl CacheStatus {
             Self::Bypass => "bypass",
         }
     }
+
+    /// The value of an `x-cache` header.
+    pub fn from_header(value: &[u8]) -> Option<Self> {
+        match value {
+            b"hit" => Some(Self::Hit),
+            b"miss" => Some(Self::Miss),
+            b"bypass" => Some(Self::Bypass),
+            _ => None,
+        }
+    }
 }
 
 /// A user's JSON body and how it was obtained.

@@ -2,13 +2,19 @@
 
 use crate::cache::UserCache;
 use crate::config::{Config, Limits};
+use crate::secrets;
 use crate::service::UserService;
 use crate::store::UserStore;
+use crate::telemetry::ColdStart;
 use lambda_http::tracing;
 
 pub struct AppState {
     pub users: UserService,
     pub limits: Limits,
+    /// CloudWatch namespace of the per-request EMF line; `None`: no metrics.
+    pub metrics_namespace: Option<String>,
+    /// Set until the first request of this sandbox has been served.
+    pub cold_start: ColdStart,
 }
 
 impl AppState {
@@ -21,7 +27,22 @@ impl AppState {
     }
 
     pub async fn connect(config: &Config) -> Result<Self, lambda_http::Error> {
-        let store = UserStore::new(&config.postgres)?;
+        let mut postgres = config.postgres.clone();
+        if let Some(secret) = &postgres.secret {
+            // Without the password nothing can work: fail the init, clearly.
+            let password = secrets::database_password_from_extension(
+                &secret.secret_id,
+                secret.port,
+                &secret.token,
+                secret.timeout,
+            )
+            .await
+            .map_err(|error| {
+                format!("cannot read the database password from the secrets extension: {error}")
+            })?;
+            secrets::apply_password(&mut postgres.connection, &password);
+        }
+        let store = UserStore::new(&postgres)?;
         let cache = UserCache::new(&config.redis, &config.cache)?;
         let (postgres, redis) = tokio::join!(store.warm_up(), cache.ping());
         if let Err(error) = postgres {
@@ -33,6 +54,8 @@ impl AppState {
         Ok(Self {
             users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
+            metrics_namespace: config.metrics_namespace.clone(),
+            cold_start: ColdStart::default(),
         })
     }
 }

@@ -13,6 +13,7 @@ use crate::user::{NewUser, User};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
@@ -29,24 +30,30 @@ use uuid::Uuid;
 macro_rules! on_connection {
     ($store:expr, |$client:ident| $body:expr) => {{
         let store: &UserStore = $store;
-        let client = store.pool.get().await?;
-        let outcome = tokio::time::timeout(store.client_timeout, async {
-            let $client = &client;
-            $body
-        })
-        .await;
-        match UserStore::settle(client, outcome) {
-            Err(error) if connection_was_closed(&error) => {
-                let client = store.pool.get().await?;
-                let outcome = tokio::time::timeout(store.client_timeout, async {
-                    let $client = &client;
-                    $body
-                })
-                .await;
-                UserStore::settle(client, outcome)
+        let started = std::time::Instant::now();
+        let result = async {
+            let client = store.pool.get().await?;
+            let outcome = tokio::time::timeout(store.client_timeout, async {
+                let $client = &client;
+                $body
+            })
+            .await;
+            match UserStore::settle(client, outcome) {
+                Err(error) if connection_was_closed(&error) => {
+                    let client = store.pool.get().await?;
+                    let outcome = tokio::time::timeout(store.client_timeout, async {
+                        let $client = &client;
+                        $body
+                    })
+                    .await;
+                    UserStore::settle(client, outcome)
+                }
+                other => other,
             }
-            other => other,
         }
+        .await;
+        crate::telemetry::record_postgres(started.elapsed());
+        result
     }};
 }
 
@@ -104,7 +111,12 @@ pub struct UserStore {
 
 impl UserStore {
     /// Builds the pool; connects lazily, see [`UserStore::warm_up`].
-    pub fn new(config: &PostgresConfig) -> Result<Self, deadpool_postgres::BuildError> {
+    /// `sslmode=require` connects through rustls and verifies the server's
+    /// certificate (system-independent roots plus `PG_CA_FILE`); other modes
+    /// connect in plain text.
+    pub fn new(
+        config: &PostgresConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync + 'static>> {
         let mut connection = config.connection.clone();
         connection.connect_timeout(config.connect_timeout);
         connection.keepalives(true);
@@ -121,13 +133,16 @@ impl UserStore {
         if connection.get_application_name().is_none() {
             connection.application_name("users-api");
         }
-        let manager = Manager::from_config(
-            connection,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match connection.get_ssl_mode() {
+            SslMode::Require => {
+                let tls = crate::tls::postgres_tls(config.ca_file.as_deref())?;
+                Manager::from_config(connection, tls, manager_config)
+            }
+            _ => Manager::from_config(connection, NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(config.pool_max_size)
             .runtime(Runtime::Tokio1)

@@ -17,7 +17,10 @@ use uuid::Uuid;
 pub mod contract;
 pub mod functions;
 pub mod proxy;
+pub mod redis_modes;
+pub mod secrets_extension;
 pub mod servers;
+pub mod tls;
 
 /// The user id written in the find/update/delete fixtures; tests replace it.
 pub const FIXTURE_ID: &str = "0190f0c2-1111-7000-8000-000000000001";

@@ -13,7 +13,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::respond(create(state, &request).await)
+    http::serve(state, &ROUTE, &request, create(state, &request)).await
 }
 
 async fn create(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -12,7 +12,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::respond(list(state, &request).await)
+    http::serve(state, &ROUTE, &request, list(state, &request)).await
 }
 
 async fn list(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -15,7 +15,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::respond(update(state, &request).await)
+    http::serve(state, &ROUTE, &request, update(state, &request)).await
 }
 
 async fn update(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -1,0 +1,329 @@
+//! What a function tells CloudWatch: one JSON log record per request and one
+//! Embedded Metric Format (EMF) line per request.
+//!
+//! Logs go through `tracing` (the runtime's subscriber writes JSON when the
+//! function's log format is JSON, with the invocation's request id in its
+//! span). Metrics are EMF lines written straight to stdout: CloudWatch turns
+//! them into metrics without an API call, an agent or extra latency
+//! (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>).
+//! A line that already is a JSON object passes through Lambda's JSON log
+//! format untouched, so EMF extraction works in either format.
+//!
+//! Nothing here takes a connection string or a secret; [`redacted_endpoint`]
+//! is the only way a URL should reach a log.
+
+use crate::service::CacheStatus;
+use lambda_http::tracing;
+use serde_json::{Map, Value, json};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// EMF units this service uses (a subset of CloudWatch's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Milliseconds,
+    Count,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Milliseconds => "Milliseconds",
+            Self::Count => "Count",
+        }
+    }
+}
+
+/// One EMF line, stamped now: every metric under `namespace`, with one
+/// dimension set made of all `dimensions`. Dimension and metric names must
+/// differ (they share the top level of the object); CloudWatch accepts at
+/// most 30 dimensions and 100 metrics per line.
+pub fn emf_line(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, Unit)],
+) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    emf_line_at(now, namespace, dimensions, metrics)
+}
+
+/// [`emf_line`] at a given time since the epoch (for tests).
+pub fn emf_line_at(
+    timestamp: Duration,
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, Unit)],
+) -> String {
+    debug_assert!(dimensions.len() <= 30 && metrics.len() <= 100);
+    let names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
+    let definitions: Vec<Value> = metrics
+        .iter()
+        .map(|(name, _, unit)| json!({"Name": name, "Unit": unit.as_str()}))
+        .collect();
+    let mut line = Map::new();
+    line.insert(
+        "_aws".to_owned(),
+        json!({
+            "Timestamp": u64::try_from(timestamp.as_millis()).unwrap_or(u64::MAX),
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [names],
+                "Metrics": definitions,
+            }],
+        }),
+    );
+    for (name, value) in dimensions {
+        line.insert((*name).to_owned(), json!(value));
+    }
+    for (name, value, _) in metrics {
+        line.insert((*name).to_owned(), json!(value));
+    }
+    Value::Object(line).to_string()
+}
+
+/// Writes one EMF line to stdout, where Lambda picks it up. A failed write
+/// loses a metric, never a request.
+pub fn emit(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+    let _ = stdout.flush();
+}
+
+tokio::task_local! {
+    /// Time one request spent in Postgres and in Redis; see [`measure`].
+    static TIMINGS: Timings;
+}
+
+#[derive(Default)]
+struct Timings {
+    postgres: std::cell::Cell<Option<Duration>>,
+    redis: std::cell::Cell<Option<Duration>>,
+}
+
+/// Runs `work` (one request) and returns what it spent in Postgres and Redis,
+/// as recorded by the store and the cache. Per request, not per instance, so
+/// concurrent requests in one process (tests, benchmarks) do not mix.
+pub async fn measure<F: std::future::Future>(
+    work: F,
+) -> (F::Output, Option<Duration>, Option<Duration>) {
+    TIMINGS
+        .scope(Timings::default(), async {
+            let output = work.await;
+            let (postgres, redis) = TIMINGS.with(|t| (t.postgres.get(), t.redis.get()));
+            (output, postgres, redis)
+        })
+        .await
+}
+
+/// Adds `spent` to the current request's Postgres time (no-op outside [`measure`]).
+pub fn record_postgres(spent: Duration) {
+    let _ = TIMINGS.try_with(|t| {
+        t.postgres
+            .set(Some(t.postgres.get().unwrap_or_default() + spent))
+    });
+}
+
+/// Adds `spent` to the current request's Redis time (no-op outside [`measure`]).
+pub fn record_redis(spent: Duration) {
+    let _ = TIMINGS.try_with(|t| t.redis.set(Some(t.redis.get().unwrap_or_default() + spent)));
+}
+
+/// True for the first request a sandbox serves. Lives in the function's
+/// state (built once per cold start), not in a global.
+#[derive(Debug)]
+pub struct ColdStart(AtomicBool);
+
+impl Default for ColdStart {
+    fn default() -> Self {
+        Self(AtomicBool::new(true))
+    }
+}
+
+impl ColdStart {
+    /// Whether this is the first call; every later call returns false.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// What one request measured; becomes one EMF line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestMetrics {
+    /// The cache outcome of a `find`; `None` for routes that do not read it.
+    pub cache: Option<CacheStatus>,
+    /// Time spent in Postgres calls, if any were made.
+    pub postgres: Option<Duration>,
+    /// Time spent in Redis calls, if any were made.
+    pub redis: Option<Duration>,
+    pub cold_start: bool,
+}
+
+impl RequestMetrics {
+    /// The EMF line, dimension `Function`. The cache outcome is three
+    /// 0-or-1 counts, so the average of `CacheHit` is the hit ratio.
+    pub fn emf_line(&self, namespace: &str, function: &str) -> String {
+        let mut metrics = Vec::with_capacity(6);
+        if let Some(cache) = self.cache {
+            for (name, outcome) in [
+                ("CacheHit", CacheStatus::Hit),
+                ("CacheMiss", CacheStatus::Miss),
+                ("CacheBypass", CacheStatus::Bypass),
+            ] {
+                metrics.push((name, f64::from(u8::from(cache == outcome)), Unit::Count));
+            }
+        }
+        if let Some(latency) = self.postgres {
+            metrics.push(("PostgresLatency", millis(latency), Unit::Milliseconds));
+        }
+        if let Some(latency) = self.redis {
+            metrics.push(("RedisLatency", millis(latency), Unit::Milliseconds));
+        }
+        if self.cold_start {
+            metrics.push(("ColdStart", 1.0, Unit::Count));
+        }
+        emf_line(namespace, &[("Function", function)], &metrics)
+    }
+}
+
+/// The log record of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLog<'a> {
+    /// The Lambda request id (`lambda_context().request_id`).
+    pub request_id: &'a str,
+    /// The route template (`GET /users/{id}`), never the raw path.
+    pub route: &'a str,
+    pub status: u16,
+    pub cache: Option<CacheStatus>,
+    pub latency: Duration,
+}
+
+impl RequestLog<'_> {
+    /// Logs the record at info level, one structured event.
+    pub fn emit(&self) {
+        tracing::info!(
+            request_id = self.request_id,
+            route = self.route,
+            status = self.status,
+            cache = self.cache.map(CacheStatus::as_str),
+            latency_ms = millis(self.latency),
+            "request"
+        );
+    }
+}
+
+/// `scheme://host:port/path` of a URL: no user, password or query (where
+/// libpq URLs may carry `password=`). For saying where a connection goes.
+pub fn redacted_endpoint(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let rest = &rest[..end];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None => &rest[..authority_end],
+    };
+    format!("{scheme}://{host}{}", &rest[authority_end..])
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Value {
+        assert!(!line.contains('\n'), "one line");
+        serde_json::from_str(line).unwrap()
+    }
+
+    #[test]
+    fn an_emf_line_declares_its_metrics_and_carries_their_values_at_top_level() {
+        let line = emf_line_at(
+            Duration::from_millis(1_764_130_000_123),
+            "users-api",
+            &[("Function", "find-user")],
+            &[
+                ("PostgresLatency", 1.5, Unit::Milliseconds),
+                ("ColdStart", 1.0, Unit::Count),
+            ],
+        );
+        assert_eq!(
+            parse(&line),
+            json!({
+                "_aws": {
+                    "Timestamp": 1_764_130_000_123_u64,
+                    "CloudWatchMetrics": [{
+                        "Namespace": "users-api",
+                        "Dimensions": [["Function"]],
+                        "Metrics": [
+                            {"Name": "PostgresLatency", "Unit": "Milliseconds"},
+                            {"Name": "ColdStart", "Unit": "Count"},
+                        ],
+                    }],
+                },
+                "Function": "find-user",
+                "PostgresLatency": 1.5,
+                "ColdStart": 1.0,
+            })
+        );
+    }
+
+    #[test]
+    fn request_metrics_report_the_cache_outcome_as_three_counts() {
+        let metrics = RequestMetrics {
+            cache: Some(CacheStatus::Bypass),
+            postgres: Some(Duration::from_micros(2500)),
+            redis: Some(Duration::from_millis(50)),
+            cold_start: true,
+        };
+        let line = parse(&metrics.emf_line("users-api", "find-user"));
+        assert_eq!(line["CacheHit"], 0.0);
+        assert_eq!(line["CacheMiss"], 0.0);
+        assert_eq!(line["CacheBypass"], 1.0);
+        assert_eq!(line["PostgresLatency"], 2.5);
+        assert_eq!(line["RedisLatency"], 50.0);
+        assert_eq!(line["ColdStart"], 1.0);
+        let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(declared, 6);
+        assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_warm_request_without_cache_or_database_declares_no_metrics_of_them() {
+        let line = parse(&RequestMetrics::default().emf_line("users-api", "create-user"));
+        let declared = &line["_aws"]["CloudWatchMetrics"][0]["Metrics"];
+        assert_eq!(declared, &json!([]));
+        assert!(line.get("CacheHit").is_none() && line.get("ColdStart").is_none());
+    }
+
+    #[test]
+    fn cold_start_is_true_once() {
+        let cold = ColdStart::default();
+        assert!(cold.take());
+        assert!(!cold.take());
+    }
+
+    #[test]
+    fn endpoints_lose_credentials_and_query() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db.example.com:5432/users?sslmode=require&password=s3cret",
+                "postgres://db.example.com:5432/users",
+            ),
+            ("rediss://:s3cret@cache:6379/0", "rediss://cache:6379/0"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("postgres://u:p@ss@h/d", "postgres://h/d"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redacted_endpoint(url), expected);
+        }
+    }
+}
