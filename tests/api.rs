@@ -108,16 +108,7 @@ async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated()
         assert_eq!(header(&found, "x-cache"), Some("miss"));
         assert_eq!(json_body(&found)["email"], "ada.lovelace@example.com");
         assert_eq!(json_body(&found), json_body(&updated));
-        let email: String = env
-            .pg()
-            .query_one(
-                &format!("SELECT email FROM {}.users WHERE id = $1", env.schema),
-                &[&id],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(email, "ada.lovelace@example.com");
+        assert_eq!(env.stored_email(id).await, "ada.lovelace@example.com");
     }
 }
 

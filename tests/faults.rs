@@ -129,16 +129,7 @@ async fn writes_with_redis_black_holed_are_refused_before_postgres_changes_and_c
     );
     assert_eq!(status(&deleted), 503);
     assert_eq!(status(&created), 201, "create cannot leave a stale entry");
-    let email: String = env
-        .pg()
-        .query_one(
-            &format!("SELECT email FROM {}.users WHERE id = $1", env.schema),
-            &[&id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(email, "before@example.com");
+    assert_eq!(env.stored_email(id).await, "before@example.com");
 }
 
 /// Finds until one is not a bypass, for at most `limit`; returns its x-cache.

@@ -32,6 +32,29 @@ async fn tls_postgres() -> PostgresTlsServer {
     server
 }
 
+/// Settings for a function whose password comes from `extension`.
+fn with_secret(
+    postgres: &PostgresTlsServer,
+    extension: &SecretsExtension,
+    sslmode: &str,
+) -> HashMap<&'static str, String> {
+    HashMap::from([
+        ("DATABASE_URL", postgres.url(&format!("sslmode={sslmode}"))),
+        ("PG_CA_FILE", postgres.ca_file().display().to_string()),
+        ("DATABASE_SECRET_ARN", SECRET_ARN.to_owned()),
+        ("AWS_SESSION_TOKEN", TOKEN.to_owned()),
+        (
+            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
+            extension.port.to_string(),
+        ),
+        ("REDIS_URL", redis_url()),
+        (
+            "CACHE_KEY_PREFIX",
+            format!("test-{}", Uuid::new_v4().simple()),
+        ),
+    ])
+}
+
 async fn state_from(settings: &HashMap<&str, String>) -> AppState {
     let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
     AppState::connect(&config).await.expect("init")
@@ -43,19 +66,8 @@ async fn functions_reach_postgres_over_verified_tls_with_the_password_from_the_s
     let secret = format!(r#"{{"username":"postgres","password":"{PASSWORD}"}}"#);
     let extension =
         SecretsExtension::start(TOKEN, &[(SECRET_ARN, secret.as_str())], Behaviour::Normal).await;
-    let prefix = format!("test-{}", Uuid::new_v4().simple());
-    let settings = HashMap::from([
-        ("DATABASE_URL", postgres.url("sslmode=verify-full")),
-        ("PG_CA_FILE", postgres.ca_file().display().to_string()),
-        ("DATABASE_SECRET_ARN", SECRET_ARN.to_owned()),
-        ("AWS_SESSION_TOKEN", TOKEN.to_owned()),
-        (
-            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
-            extension.port.to_string(),
-        ),
-        ("REDIS_URL", redis_url()),
-        ("CACHE_KEY_PREFIX", prefix.clone()),
-    ]);
+    let settings = with_secret(&postgres, &extension, "verify-full");
+    let prefix = settings["CACHE_KEY_PREFIX"].clone();
 
     let state = state_from(&settings).await;
     let id = create_user(&state, "tls@example.com", "Over TLS").await;
@@ -107,21 +119,7 @@ async fn a_wrong_secret_fails_requests_and_a_missing_one_fails_init_without_leak
         Behaviour::Normal,
     )
     .await;
-    let mut settings = HashMap::from([
-        ("DATABASE_URL", postgres.url("sslmode=require")),
-        ("PG_CA_FILE", postgres.ca_file().display().to_string()),
-        ("DATABASE_SECRET_ARN", SECRET_ARN.to_owned()),
-        ("AWS_SESSION_TOKEN", TOKEN.to_owned()),
-        (
-            "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
-            extension.port.to_string(),
-        ),
-        ("REDIS_URL", redis_url()),
-        (
-            "CACHE_KEY_PREFIX",
-            format!("test-{}", Uuid::new_v4().simple()),
-        ),
-    ]);
+    let mut settings = with_secret(&postgres, &extension, "require");
 
     let state = state_from(&settings).await;
     let found = find(&state, request_for("find-user.v2", Uuid::now_v7())).await;

@@ -126,6 +126,16 @@ impl TestEnv {
             .get(0)
     }
 
+    /// The email stored in Postgres for user `id`.
+    pub async fn stored_email(&self, id: Uuid) -> String {
+        let sql = format!("SELECT email FROM {}.users WHERE id = $1", self.schema);
+        self.pg
+            .query_one(&sql, &[&id])
+            .await
+            .expect("the user's row")
+            .get(0)
+    }
+
     /// A direct Redis connection, for assertions on the cache.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.settings["REDIS_URL"].as_str())
