@@ -26,6 +26,9 @@ fn documented_operations() -> BTreeSet<(String, String, String)> {
 }
 
 fn declared_operations() -> BTreeSet<(String, String, String)> {
+    for route in ROUTES {
+        assert_eq!(route.name, format!("{} {}", route.method, route.path));
+    }
     ROUTES
         .iter()
         .map(|route| {

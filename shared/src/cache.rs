@@ -25,6 +25,7 @@ use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -39,27 +40,21 @@ const WRITING: u8 = b'w';
 
 /// Returns the value, or takes the lease (`ARGV[1]`, for `ARGV[2]` ms) and
 /// returns nil when the key is absent: a hit and a miss cost one round trip each.
-static LOOKUP: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local v = redis.call('GET', KEYS[1])
-         if v then return v end
-         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-         return false",
-    )
-});
+pub const LOOKUP_SCRIPT: &str = "local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false";
+static LOOKUP: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP_SCRIPT));
 
 /// Compare-and-set: stores `ARGV[2]` for `ARGV[3]` ms only if the value is
 /// still `ARGV[1]`. A fill is lease -> entry; taking over an unreadable entry
 /// is entry -> lease.
-static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "if redis.call('GET', KEYS[1]) == ARGV[1] then
-           redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-           return 1
-         end
-         return 0",
-    )
-});
+pub const COMPARE_AND_SET_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| Script::new(COMPARE_AND_SET_SCRIPT));
 
 /// Why a cache call did not complete. Either way the caller treats Redis as
 /// absent for this request.
@@ -391,14 +386,22 @@ impl UserCache {
 }
 
 impl Lease {
+    /// A token no other lease has: 16 random bytes drawn once per process
+    /// (so no two instances share them) and a counter. Every lookup makes
+    /// one, hits included, so it must not cost a `getrandom` call each time.
     fn new() -> Self {
-        let random = Uuid::new_v4();
-        let mut token = Vec::with_capacity(17);
+        static PROCESS: LazyLock<[u8; 16]> = LazyLock::new(|| *Uuid::new_v4().as_bytes());
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut token = Vec::with_capacity(25);
         token.push(LEASE);
-        token.extend_from_slice(random.as_bytes());
+        token.extend_from_slice(&*PROCESS);
+        token.extend_from_slice(&count.to_be_bytes());
         Self {
             token,
-            jitter: random.as_u128(),
+            jitter: u128::from(spread_bits(
+                count ^ u64::from_be_bytes(PROCESS[..8].try_into().unwrap_or_default()),
+            )),
         }
     }
 
@@ -409,6 +412,13 @@ impl Lease {
         let spread = (ttl / 10).max(1);
         ttl - (self.jitter % u128::from(spread)) as u64
     }
+}
+
+/// SplitMix64's finalizer: consecutive counters give unrelated jitters.
+fn spread_bits(mut bits: u64) -> u64 {
+    bits = (bits ^ (bits >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    bits = (bits ^ (bits >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    bits ^ (bits >> 31)
 }
 
 /// `v{version}:{body}`, the stored form of a user.
@@ -464,6 +474,6 @@ mod tests {
         let (a, b) = (Lease::new(), Lease::new());
         assert_ne!(a.token, b.token);
         assert_eq!(a.token[0], LEASE);
-        assert_eq!(a.token.len(), 17);
+        assert_eq!(a.token.len(), 25);
     }
 }

@@ -24,6 +24,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub function: &'static str,
+    /// `METHOD path`, as logged: the route template, never the raw path.
+    pub name: &'static str,
     pub method: &'static str,
     pub path: &'static str,
     pub statuses: &'static [u16],
@@ -216,7 +218,7 @@ pub async fn serve(
     let context = request.lambda_context_ref();
     telemetry::RequestLog {
         request_id: context.map_or("-", |context| context.request_id.as_str()),
-        route: &format!("{} {}", route.method, route.path),
+        route: route.name,
         status: response.status().as_u16(),
         cache,
         latency,

@@ -251,7 +251,23 @@ pub fn to_body(user: &User) -> Result<Vec<u8>, ApiError> {
 /// An entry that does not decode as a user (a format change, a manual edit) is
 /// treated as a miss and replaced.
 fn is_valid_entry(body: &[u8]) -> bool {
-    serde_json::from_slice::<User>(body).is_ok()
+    /// The shape of a user body, borrowed: checking an entry on every hit
+    /// must not allocate or parse timestamps.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Entry<'a> {
+        id: Uuid,
+        #[serde(borrow)]
+        email: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        name: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        created_at: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        updated_at: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Entry>(body).is_ok()
 }
 
 fn written<T>(id: Uuid, outcome: Written<T>) -> Result<T, ApiError> {

@@ -1,11 +1,13 @@
 //! TLS for the Postgres connection (RDS, Aurora, RDS Proxy), through rustls.
 //!
-//! Trust is Mozilla's root list compiled into the binary (`webpki-roots`) plus,
-//! when configured, a PEM CA bundle file: RDS certificates are issued by the
-//! Amazon RDS CAs, which are in no public root list, so production sets the
-//! bundle (`PG_CA_FILE`, the RDS global bundle). Compiled-in roots rather than
-//! the system store: a cold start reads and parses no certificate directory,
-//! and every host (CI, Lambda) trusts the same set.
+//! Trust is a PEM CA bundle file when one is configured: RDS certificates are
+//! issued by the Amazon RDS CAs, which are in no public root list, so
+//! production sets the bundle (`PG_CA_FILE`, the RDS global bundle) and
+//! trusts nothing else. Without it, the system's roots (RDS Proxy's
+//! certificates chain to public CAs). The system store, not a compiled-in
+//! copy of Mozilla's list: the Redis client loads it anyway, and a second
+//! copy of the roots in every binary cost more of the 2 MB zip budget than it
+//! saved (see BENCHMARKS.md).
 //!
 //! **rustls always verifies.** tokio-postgres knows `sslmode=disable`,
 //! `prefer` (its default) and `require`; with this connector every TLS
@@ -50,11 +52,16 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The root store: Mozilla's roots plus every certificate of `ca_file`.
+/// The root store: every certificate of `ca_file` when one is given (the RDS
+/// bundle is all an RDS or Aurora endpoint needs), the system's roots
+/// otherwise (RDS Proxy's certificates chain to public CAs).
 pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = RootCertStore::empty();
+    if ca_file.is_none() {
+        // Unreadable entries are skipped; an empty store refuses every server.
+        let native = rustls_native_certs::load_native_certs();
+        roots.add_parsable_certificates(native.certs);
+    }
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|source| TlsError::ReadCaFile {
             path: path.to_owned(),
@@ -166,9 +173,13 @@ mod tests {
     }
 
     #[test]
-    fn without_a_bundle_the_roots_are_mozillas() {
+    fn without_a_bundle_the_roots_are_the_systems() {
+        let mut system = RootCertStore::empty();
+        system.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+
         let roots = root_store(None).unwrap();
-        assert_eq!(roots.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+
+        assert_eq!(roots.len(), system.len());
     }
 
     #[test]

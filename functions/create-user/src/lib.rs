@@ -7,6 +7,7 @@ use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
     function: "create-user",
+    name: "POST /users",
     method: "POST",
     path: "/users",
     statuses: &[201, 400, 409, 413, 415, 500, 503, 504],

@@ -7,6 +7,7 @@ use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
     function: "delete-user",
+    name: "DELETE /users/{id}",
     method: "DELETE",
     path: "/users/{id}",
     statuses: &[204, 400, 404, 412, 500, 503, 504],

@@ -7,6 +7,7 @@ use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
     function: "find-user",
+    name: "GET /users/{id}",
     method: "GET",
     path: "/users/{id}",
     statuses: &[200, 304, 400, 404, 500, 503, 504],

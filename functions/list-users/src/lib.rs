@@ -6,6 +6,7 @@ use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
     function: "list-users",
+    name: "GET /users",
     method: "GET",
     path: "/users",
     statuses: &[200, 400, 500, 503, 504],

@@ -9,6 +9,7 @@ use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
     function: "update-user",
+    name: "PUT /users/{id}",
     method: "PUT",
     path: "/users/{id}",
     statuses: &[200, 400, 404, 409, 412, 413, 415, 500, 503, 504],

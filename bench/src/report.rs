@@ -1,0 +1,286 @@
+//! The results as markdown: the tables BENCHMARKS.md shows, each target with
+//! its measured value and whether it was met.
+
+use crate::floor::Floor;
+use crate::footprint::Footprint;
+use crate::handlers::Op;
+use crate::latency::{HIT_METRICS_OFF, MISS_METRICS_OFF};
+use crate::measure::{Measured, median, micros, millis};
+use crate::offload::Offload;
+use crate::process::{ColdStart, LongRun};
+use std::fmt::Write;
+use std::time::Duration;
+
+pub const ZIP_TARGET_BYTES: u64 = 2 * 1024 * 1024;
+pub const RSS_TARGET_KB: u64 = 16 * 1024;
+pub const RATIO_TARGET: f64 = 1.25;
+pub const READY_TARGET: f64 = 2.0;
+
+#[derive(Default)]
+pub struct Report {
+    pub context: Vec<(String, String)>,
+    pub latency: Vec<Measured>,
+    pub cold: Vec<(String, Vec<ColdStart>)>,
+    pub baseline: Vec<(Duration, Duration)>,
+    pub footprint: Vec<Footprint>,
+    pub arm64_note: Option<String>,
+    pub long_runs: Vec<(String, LongRun)>,
+    pub offload: Vec<Offload>,
+}
+
+impl Report {
+    fn find(&self, name: &str, callers: usize) -> Option<&Measured> {
+        self.latency
+            .iter()
+            .find(|m| m.name == name && m.callers == callers)
+    }
+
+    fn ratio(&self, path: &str, floor: &str, callers: usize) -> Option<f64> {
+        let path = self.find(path, callers)?;
+        let floor = self.find(floor, callers)?;
+        Some(path.p50().as_secs_f64() / floor.p50().as_secs_f64().max(f64::EPSILON))
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.render_context(&mut out);
+        self.render_latency(&mut out);
+        self.render_ratios(&mut out);
+        self.render_cold(&mut out);
+        self.render_footprint(&mut out);
+        self.render_offload(&mut out);
+        out
+    }
+
+    fn render_context(&self, out: &mut String) {
+        let _ = writeln!(out, "### Run\n\n| | |\n|---|---|");
+        for (key, value) in &self.context {
+            let _ = writeln!(out, "| {key} | {value} |");
+        }
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n### Latency: floors and handlers (in-process)\n\n\
+             | path | callers | calls | p50 µs | p99 µs | throughput /s | unexpected |\n\
+             |---|---:|---:|---:|---:|---:|---|"
+        );
+        for m in &self.latency {
+            let unexpected = match (&m.first_unexpected, m.unexpected) {
+                (Some(first), n) => format!("{n} (first: {})", first.replace('|', "/")),
+                (None, _) => "0".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.1} | {:.1} | {:.0} | {unexpected} |",
+                m.name,
+                m.callers,
+                m.histogram.len(),
+                micros(m.p50()),
+                micros(m.p99()),
+                m.throughput(),
+            );
+        }
+    }
+
+    fn render_ratios(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n### Ratio to the floor (p50 / p50)\n\n\
+             | path / floor | callers | ratio | target | met |\n|---|---:|---:|---:|---|"
+        );
+        let (hit, miss) = (Op::FindHit.name(), Op::FindMiss.name());
+        let (get, fill) = (Floor::Get.name(), Floor::GetSelectSet.name());
+        let (lease_get, lease_fill) = (Floor::LeaseScript.name(), Floor::LeaseSelectSet.name());
+        let pairs = [
+            (hit, get, true),
+            (miss, fill, true),
+            (lease_get, get, false),
+            (lease_fill, fill, false),
+            (hit, lease_get, false),
+            (miss, lease_fill, false),
+            (HIT_METRICS_OFF, get, false),
+            (MISS_METRICS_OFF, fill, false),
+        ];
+        for (path, floor, target) in pairs {
+            for callers in [1, 8] {
+                if let Some(ratio) = self.ratio(path, floor, callers) {
+                    let (target, met) = if target {
+                        (format!("<= {RATIO_TARGET}x"), yes_no(ratio <= RATIO_TARGET))
+                    } else {
+                        ("(breakdown)".to_owned(), "")
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {path} / {floor} | {callers} | {ratio:.2}x | {target} | {met} |"
+                    );
+                }
+            }
+        }
+    }
+
+    fn render_cold(&self, out: &mut String) {
+        let ready: Vec<Duration> = self.baseline.iter().map(|(ready, _)| *ready).collect();
+        let exit: Vec<Duration> = self.baseline.iter().map(|(_, exit)| *exit).collect();
+        let base = median(&ready);
+        let _ = writeln!(
+            out,
+            "\n### Cold start (median of {} spawns each)\n\n\
+             | binary | ready ms | first response ms | ready / baseline | target | met | answers |\n\
+             |---|---:|---:|---:|---:|---|---|",
+            self.baseline.len()
+        );
+        let _ = writeln!(
+            out,
+            "| baseline (connect PG + Redis, SELECT 1 + PING) | {:.2} | exit {:.2} | 1.00x | | | |",
+            millis(base),
+            millis(median(&exit))
+        );
+        for (function, runs) in &self.cold {
+            let ready = median(&runs.iter().map(|r| r.ready).collect::<Vec<_>>());
+            let first = median(&runs.iter().map(|r| r.first_response).collect::<Vec<_>>());
+            let ratio = ready.as_secs_f64() / base.as_secs_f64().max(f64::EPSILON);
+            let mut statuses: Vec<String> = runs
+                .iter()
+                .map(|r| r.status.map_or("error".to_owned(), |s| s.to_string()))
+                .collect();
+            statuses.dedup();
+            let _ = writeln!(
+                out,
+                "| {function} | {:.2} | {:.2} | {ratio:.2}x | <= {READY_TARGET}x | {} | {} |",
+                millis(ready),
+                millis(first),
+                yes_no(ratio <= READY_TARGET),
+                statuses.join(", ")
+            );
+        }
+    }
+
+    fn render_footprint(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n### Footprint\n\n\
+             | function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | zip target | met |\n\
+             |---|---:|---:|---:|---:|---|"
+        );
+        for f in &self.footprint {
+            let largest = f.arm64_zip_bytes.max(f.zip_bytes);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | <= {} | {} |",
+                f.function,
+                bytes(Some(f.binary_bytes)),
+                bytes(f.zip_bytes),
+                bytes(f.arm64_zip_bytes),
+                bytes(Some(ZIP_TARGET_BYTES)),
+                largest.map_or("n/a", |b| yes_no(b <= ZIP_TARGET_BYTES)),
+            );
+        }
+        if let Some(note) = &self.arm64_note {
+            let _ = writeln!(out, "\narm64: {note}");
+        }
+        let _ = writeln!(
+            out,
+            "\n| function (through the runtime stub) | invocations | VmRSS kB | VmHWM kB | stub p50 µs | stub p99 µs | invocations/s | target | met | unexpected |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---|---|"
+        );
+        for (function, run) in &self.long_runs {
+            let throughput = run.latency.len() as f64 / run.wall.as_secs_f64().max(f64::EPSILON);
+            for (i, memory) in run.checkpoints.iter().enumerate() {
+                let last = i + 1 == run.checkpoints.len();
+                let _ = writeln!(
+                    out,
+                    "| {function} | {} | {} | {} | {} | {} | {} | <= {RSS_TARGET_KB} | {} | {} |",
+                    memory.invocations,
+                    memory.rss_kb,
+                    memory.hwm_kb,
+                    if last {
+                        format!("{:.1}", micros(quantile(run, 0.5)))
+                    } else {
+                        String::new()
+                    },
+                    if last {
+                        format!("{:.1}", micros(quantile(run, 0.99)))
+                    } else {
+                        String::new()
+                    },
+                    if last {
+                        format!("{throughput:.0}")
+                    } else {
+                        String::new()
+                    },
+                    yes_no(memory.hwm_kb <= RSS_TARGET_KB),
+                    if last {
+                        run.unexpected.to_string()
+                    } else {
+                        String::new()
+                    },
+                );
+            }
+        }
+    }
+
+    fn render_offload(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "\n### Database offload (Zipf s=1.0 over 10,000 users)\n\n\
+             | run | callers | finds | PG reads | reads / 1,000 | distinct ids | first seen / 1,000 | windows with reads > first seen | x-cache | failed | met |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"
+        );
+        for run in &self.offload {
+            let cache: Vec<String> = run.cache.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let windows = if run.windows.is_empty() {
+                "n/a".to_owned()
+            } else {
+                format!("{} of {}", run.windows_over(), run.windows.len())
+            };
+            let met = if run.label.starts_with("no cache") {
+                "(reference)"
+            } else {
+                yes_no(run.reads <= run.distinct && run.windows_over() == 0)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {windows} | {} | {} | {met} |",
+                run.label,
+                run.callers,
+                run.finds,
+                run.reads,
+                run.reads_per_1000(),
+                run.distinct,
+                run.first_seen_per_1000(),
+                cache.join(", "),
+                run.failed,
+            );
+        }
+        if let Some(run) = self.offload.iter().find(|run| !run.windows.is_empty()) {
+            let shown: Vec<String> = run
+                .windows
+                .iter()
+                .map(|w| format!("{}/{}", w.reads, w.first_seen))
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nPer window of 1,000 finds, PG reads / ids first seen ({}): {}",
+                run.label,
+                shown.join(" ")
+            );
+        }
+    }
+}
+
+fn quantile(run: &LongRun, q: f64) -> Duration {
+    Duration::from_nanos(run.latency.value_at_quantile(q))
+}
+
+fn yes_no(met: bool) -> &'static str {
+    if met { "yes" } else { "**no**" }
+}
+
+fn bytes(value: Option<u64>) -> String {
+    match value {
+        Some(b) => format!("{:.2} MiB ({b})", b as f64 / (1024.0 * 1024.0)),
+        None => "n/a".to_owned(),
+    }
+}
