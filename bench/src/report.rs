@@ -161,11 +161,13 @@ impl Report {
         let _ = writeln!(
             out,
             "\n### Footprint\n\n\
-             | function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | zip target | met |\n\
+             | function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | arm64 zip target | met |\n\
              |---|---:|---:|---:|---:|---|"
         );
         for f in &self.footprint {
-            let largest = f.arm64_zip_bytes.max(f.zip_bytes);
+            // The target is for the deployed (arm64) zip; the x86_64 zip
+            // stands in only when the arm64 build could not run.
+            let judged = f.arm64_zip_bytes.or(f.zip_bytes);
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | <= {} | {} |",
@@ -174,7 +176,7 @@ impl Report {
                 bytes(f.zip_bytes),
                 bytes(f.arm64_zip_bytes),
                 bytes(Some(ZIP_TARGET_BYTES)),
-                largest.map_or("n/a", |b| yes_no(b <= ZIP_TARGET_BYTES)),
+                judged.map_or("n/a", |b| yes_no(b <= ZIP_TARGET_BYTES)),
             );
         }
         if let Some(note) = &self.arm64_note {
