@@ -25,6 +25,8 @@ cleanup() {
     kill -- -"$SERVER" 2>/dev/null || true
     wait "$SERVER" 2>/dev/null || true
     psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "DROP DATABASE IF EXISTS $DB_NAME" || true
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" --scan --pattern "$CACHE_KEY_PREFIX:*" |
+        xargs -r redis-cli -h 127.0.0.1 -p "$REDIS_PORT" del >/dev/null || true
 }
 trap cleanup EXIT
 

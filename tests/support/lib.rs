@@ -182,7 +182,12 @@ impl Drop for TestEnv {
                 let _ = pg
                     .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .await;
+                // A proxied or private Redis may be gone by now; keys that
+                // went through a proxy live in the shared one.
                 delete_keys(&redis, &format!("{prefix}:*")).await;
+                if redis != redis_url() {
+                    delete_keys(&redis_url(), &format!("{prefix}:*")).await;
+                }
             });
         });
         let _ = cleanup.join();
