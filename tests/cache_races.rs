@@ -3,6 +3,7 @@
 //! "instance" is a separate `AppState` with its own connections, as separate
 //! Lambda sandboxes would be.
 
+use lambda_http::{Body, Response};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,24 +14,42 @@ use tokio::task::JoinSet;
 use users_api::pause::PausePoint;
 use uuid::Uuid;
 
-#[tokio::test]
-async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
+/// A `find` on one instance misses, reads the row and parks before its fill;
+/// `write` (on another instance) runs to success; the find is released.
+/// Returns the parked find's answer, the write's, and what `find` answers
+/// afterwards on both instances.
+async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Response<Body>; 2]) {
     let env = TestEnv::new().await;
     let id = create_user(&env.state, "old@example.com", "Old").await;
     let pause = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
     reader.users.pause_before_fill(pause.clone());
 
-    // The reader misses, reads the old row and parks; the update runs to success.
     let parked_find = find(&reader, request_for("find-user.v2", id));
-    let write = async {
+    let written = async {
         pause.reached().await;
-        let body = json!({"email": "new@example.com", "name": "New"});
-        let updated = update(&env.state, with_body("update-user.v2", id, &body)).await;
+        let written = match write {
+            "update" => {
+                let body = json!({"email": "new@example.com", "name": "New"});
+                update(&env.state, with_body("update-user.v2", id, &body)).await
+            }
+            _ => delete(&env.state, request_for("delete-user.v2", id)).await,
+        };
         pause.release();
-        updated
+        written
     };
-    let (early, updated) = tokio::join!(parked_find, write);
+    let (early, written) = tokio::join!(parked_find, written);
+
+    let after = [
+        find(&env.state, request_for("find-user.v2", id)).await,
+        find(&reader, request_for("find-user.v2", id)).await,
+    ];
+    (early, written, after)
+}
+
+#[tokio::test]
+async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
+    let (early, updated, after) = race_a_parked_fill("update").await;
 
     assert_eq!(status(&updated), 200);
     assert_eq!(
@@ -38,34 +57,19 @@ async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced
         "old@example.com",
         "started before the write"
     );
-    for state in [&env.state, &reader] {
-        let after = find(state, request_for("find-user.v2", id)).await;
-        assert_eq!(json_body(&after)["email"], "new@example.com");
+    for found in &after {
+        assert_eq!(json_body(found)["email"], "new@example.com");
     }
 }
 
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
-    let env = TestEnv::new().await;
-    let id = create_user(&env.state, "gone@example.com", "Gone").await;
-    let pause = Arc::new(PausePoint::default());
-    let mut reader = env.instance(&[]).await;
-    reader.users.pause_before_fill(pause.clone());
-
-    let parked_find = find(&reader, request_for("find-user.v2", id));
-    let write = async {
-        pause.reached().await;
-        let deleted = delete(&env.state, request_for("delete-user.v2", id)).await;
-        pause.release();
-        deleted
-    };
-    let (early, deleted) = tokio::join!(parked_find, write);
+    let (early, deleted, after) = race_a_parked_fill("delete").await;
 
     assert_eq!(status(&deleted), 204);
     assert_eq!(status(&early), 200, "started before the delete");
-    for state in [&env.state, &reader] {
-        let after = find(state, request_for("find-user.v2", id)).await;
-        assert_eq!(status(&after), 404);
+    for found in &after {
+        assert_eq!(status(found), 404);
     }
 }
 
