@@ -128,7 +128,11 @@ async fn run_history(env: &TestEnv, writes_per_id: u64, faults: Option<&RedisSer
         tasks.spawn(async move {
             let mut ops = Vec::new();
             let mut turn = reader;
-            while !finished.load(std::sync::atomic::Ordering::Relaxed) && ops.len() < 5_000 {
+            // Until the writers are done, and at least 30 finds each, so
+            // the history is never too small on a slow or busy machine.
+            while (!finished.load(std::sync::atomic::Ordering::Relaxed) || ops.len() < 30)
+                && ops.len() < 5_000
+            {
                 let n = turn % IDS;
                 turn += 1;
                 let start = Instant::now();
