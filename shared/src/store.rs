@@ -39,16 +39,16 @@ macro_rules! on_connection {
             })
             .await;
             match UserStore::settle(client, outcome) {
-                Err(error) if connection_was_closed(&error) => {
+                Err(Failed { dead: true, .. }) => {
                     let client = store.pool.get().await?;
                     let outcome = tokio::time::timeout(store.client_timeout, async {
                         let $client = &client;
                         $body
                     })
                     .await;
-                    UserStore::settle(client, outcome)
+                    UserStore::settle(client, outcome).map_err(|failed| failed.error)
                 }
-                other => other,
+                other => other.map_err(|failed| failed.error),
             }
         }
         .await;
@@ -249,36 +249,43 @@ impl UserStore {
     fn settle<T>(
         client: Object,
         outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, Failed> {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                let error = ApiError::from(error);
-                if connection_was_closed(&error) {
+                let dead = connection_was_closed(&error);
+                if dead {
                     // Not back into the pool, where the retry would get it again.
                     drop(Object::take(client));
                 }
-                Err(error)
+                Err(Failed {
+                    error: error.into(),
+                    dead,
+                })
             }
             Err(elapsed) => {
                 drop(Object::take(client));
-                Err(ApiError::Timeout(elapsed.into()))
+                Err(Failed {
+                    error: ApiError::Timeout(elapsed.into()),
+                    dead: false,
+                })
             }
         }
     }
 }
 
+/// A failed attempt, and whether it failed because its connection was dead
+/// (then the statement is worth one retry on a fresh connection).
+struct Failed {
+    error: ApiError,
+    dead: bool,
+}
+
 /// Whether an attempt failed because its connection was dead: closed, cut
 /// (an I/O error), or terminated by the server (`pg_terminate_backend`, a
 /// restart), whose goodbye the client may read only when it next uses it.
-fn connection_was_closed(error: &ApiError) -> bool {
+fn connection_was_closed(error: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
-    let ApiError::Unavailable { source, .. } = error else {
-        return false;
-    };
-    let Some(error) = source.downcast_ref::<tokio_postgres::Error>() else {
-        return false;
-    };
     match error.code() {
         Some(code) => *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN,
         None => {
