@@ -5,7 +5,7 @@
 //! Each runs on free loopback ports, in a temporary directory of its own, and
 //! is killed on drop. The shared Redis is not touched.
 
-use crate::servers::{free_port, wait_until_listening};
+use crate::servers::{free_port, spawn_listening};
 use crate::tls::{TempDir, TestCa};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,27 +47,24 @@ impl RedisTlsServer {
         let ca_file = dir.write("ca.pem", &ca.cert_pem);
         let cert_file = dir.write("server.crt", &server.cert_pem);
         let key_file = dir.write("server.key", &server.key_pem);
-        let port = free_port();
         let path = |file: &PathBuf| file.display().to_string();
-        let args = [
-            "--port".to_owned(),
-            "0".to_owned(),
-            "--tls-port".to_owned(),
-            port.to_string(),
-            "--tls-cert-file".to_owned(),
-            path(&cert_file),
-            "--tls-key-file".to_owned(),
-            path(&key_file),
-            "--tls-ca-cert-file".to_owned(),
-            path(&ca_file),
-            "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
-        ];
-        let mut child = spawn_redis(&args, dir.path());
-        if !wait_until_listening(port, Duration::from_secs(10)) {
-            stop(&mut child);
-            panic!("TLS redis-server did not start on port {port} (built without TLS?)");
-        }
+        let (port, child) = spawn_listening("TLS redis-server (built with TLS?)", |port| {
+            let args = [
+                "--port".to_owned(),
+                "0".to_owned(),
+                "--tls-port".to_owned(),
+                port.to_string(),
+                "--tls-cert-file".to_owned(),
+                path(&cert_file),
+                "--tls-key-file".to_owned(),
+                path(&key_file),
+                "--tls-ca-cert-file".to_owned(),
+                path(&ca_file),
+                "--tls-auth-clients".to_owned(),
+                "no".to_owned(),
+            ];
+            spawn_redis(&args, dir.path())
+        });
         Self {
             port,
             ca,
@@ -142,34 +139,30 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..3 {
-            let port = free_port();
-            let (plain_port, tls_port) = match cluster.ca {
-                Some(_) => (0, port),
-                None => (port, 0),
-            };
-            let mut args = vec![
-                "--port".to_owned(),
-                plain_port.to_string(),
-                "--tls-port".to_owned(),
-                tls_port.to_string(),
-                "--cluster-enabled".to_owned(),
-                "yes".to_owned(),
-                "--cluster-port".to_owned(),
-                free_port().to_string(),
-                "--cluster-config-file".to_owned(),
-                format!("nodes-{port}.conf"),
-                "--cluster-node-timeout".to_owned(),
-                "5000".to_owned(),
-            ];
-            args.extend(tls_args.iter().cloned());
-            cluster
-                .children
-                .push(spawn_redis(&args, cluster.dir.path()));
+            let (port, child) = spawn_listening("cluster node", |port| {
+                let (plain_port, tls_port) = match cluster.ca {
+                    Some(_) => (0, port),
+                    None => (port, 0),
+                };
+                let mut args = vec![
+                    "--port".to_owned(),
+                    plain_port.to_string(),
+                    "--tls-port".to_owned(),
+                    tls_port.to_string(),
+                    "--cluster-enabled".to_owned(),
+                    "yes".to_owned(),
+                    "--cluster-port".to_owned(),
+                    free_port().to_string(),
+                    "--cluster-config-file".to_owned(),
+                    format!("nodes-{port}.conf"),
+                    "--cluster-node-timeout".to_owned(),
+                    "5000".to_owned(),
+                ];
+                args.extend(tls_args.iter().cloned());
+                spawn_redis(&args, cluster.dir.path())
+            });
+            cluster.children.push(child);
             cluster.ports.push(port);
-            assert!(
-                wait_until_listening(port, Duration::from_secs(10)),
-                "cluster node did not start on port {port}"
-            );
         }
         let output = Command::new("redis-cli")
             .args(&cli_tls_args)

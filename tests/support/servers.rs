@@ -6,12 +6,24 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Private servers listen on ports drawn from this range, below the kernel's
+/// ephemeral range (32768-60999 on Linux by default). An ephemeral port can be
+/// taken by any outgoing connection of any test between the moment it is
+/// found free and the moment the server binds it, and a client probing an
+/// ephemeral port nobody listens on can even connect to itself.
+const PRIVATE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 /// A free TCP port on 127.0.0.1 (free when asked; the caller binds it next).
+/// Another test may still pick the same one: [`spawn_listening`] retries then.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    let span = u128::from(PRIVATE_PORTS.end - PRIVATE_PORTS.start);
+    loop {
+        let offset = uuid::Uuid::new_v4().as_u128() % span;
+        let port = PRIVATE_PORTS.start + u16::try_from(offset).expect("offset is below the span");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Waits until `127.0.0.1:port` accepts connections, at most `limit`.
@@ -24,6 +36,34 @@ pub fn wait_until_listening(port: u16, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// Starts a server with `spawn(port)` on a free port and waits until it
+/// listens. A server that exits first most likely lost its port to a test
+/// that picked the same one; it is started again on another port, at most
+/// five times. Returns the port and the running child.
+pub fn spawn_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (u16, Child) {
+    const ATTEMPTS: usize = 5;
+    for _ in 0..ATTEMPTS {
+        let port = free_port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (port, child);
+            }
+            if child.try_wait().is_ok_and(|status| status.is_some()) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not listen on port {port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    panic!("{what} exited before listening, {ATTEMPTS} times on different ports");
 }
 
 /// A `redis-server` of the test's own, without persistence.
@@ -39,21 +79,16 @@ impl RedisServer {
 
     /// Starts a server with extra command-line settings (`--tls-port ...`).
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_on(free_port(), extra)
+        let (port, child) = spawn_listening("private redis-server", |port| spawn(port, extra));
+        Self { port, child }
     }
 
-    fn start_on(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/services.sh installs it)");
+    /// Starts a server on a port it had before (see [`RedisServer::restart`]).
+    fn start_on(port: u16) -> Self {
+        let child = spawn(port, &[]);
         assert!(
             wait_until_listening(port, Duration::from_secs(10)),
-            "private redis-server did not start on port {port}"
+            "private redis-server did not start again on port {port}"
         );
         Self { port, child }
     }
@@ -80,7 +115,7 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.stop();
-        let replacement = Self::start_on(self.port, &[]);
+        let replacement = Self::start_on(self.port);
         let old = std::mem::replace(self, replacement);
         std::mem::forget(old);
     }
@@ -109,6 +144,17 @@ impl RedisServer {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+fn spawn(port: u16, extra: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/services.sh installs it)")
 }
 
 fn signal(pid: u32, signal: &str) {
