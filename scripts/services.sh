@@ -1,6 +1,7 @@
 # Sourced by scripts/run.sh and scripts/test.sh: make sure a PostgreSQL and a
 # Redis answer on loopback, installing them from Debian's packages and starting
 # them when they are missing. Servers already running are left as they are.
+# Also `ensure_cfn_lint`, the template linter the test suite runs.
 #
 #   PG_PORT (5432), REDIS_PORT (6379)
 
@@ -56,4 +57,23 @@ ensure_redis() {
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" --save "" \
         --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
     wait_for Redis 100 sh -c "redis-cli -h 127.0.0.1 -p $REDIS_PORT ping | grep -q PONG"
+}
+
+# cfn-lint with the SAM translator, pinned, in a virtualenv of the project's
+# own (target/tools/cfn-lint), put first on PATH. Pinned because what the
+# machine happens to have differs: cfn-lint 1.51 with aws-sam-translator 1.110
+# cannot expand the HttpApi's `AWS::Include` of openapi.yaml (E0001), and a
+# cfn-lint without the translator installed does not expand SAM at all.
+CFN_LINT_VERSION=1.58.0
+SAM_TRANSLATOR_VERSION=1.115.0
+ensure_cfn_lint() {
+    local venv="$PWD/target/tools/cfn-lint"
+    if ! "$venv/bin/cfn-lint" --version 2>/dev/null | grep -qx "cfn-lint $CFN_LINT_VERSION" ||
+        ! "$venv/bin/python" -c "import samtranslator" 2>/dev/null; then
+        log "installing cfn-lint $CFN_LINT_VERSION and aws-sam-translator $SAM_TRANSLATOR_VERSION from PyPI into $venv"
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
+        "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            "cfn-lint==$CFN_LINT_VERSION" "aws-sam-translator==$SAM_TRANSLATOR_VERSION"
+    fi
+    export PATH="$venv/bin:$PATH"
 }

@@ -9,7 +9,7 @@ source scripts/services.sh
 ensure_postgres
 ensure_redis
 # tests/template.rs lints template.yaml with cfn-lint (required when CI is set).
-command -v cfn-lint >/dev/null 2>&1 || { log "installing cfn-lint from PyPI"; pip install --quiet cfn-lint; }
+ensure_cfn_lint
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:$PG_PORT/postgres}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT}"
