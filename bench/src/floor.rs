@@ -3,10 +3,11 @@
 //! a miss cannot be cheaper than GET + SELECT by primary key + SET. Each
 //! caller gets its own connections, like the functions' instances.
 //!
-//! Two references sit beside the floors: the same round trips made with Lua
-//! scripts of the shape the cache's fill leases use (get-or-lease, then
-//! compare-and-set), so a gap to the floor can be split into what the
-//! protocol costs in Redis and what the library adds around it.
+//! Two references sit beside the floors: the same round trips made with the
+//! commands the cache's fill leases use (the `SET NX GET` get-or-lease
+//! lookup, then the compare-and-set script), so a gap to the floor can be
+//! split into what the protocol costs in Redis and what the library adds
+//! around it.
 
 use crate::measure::{BoxError, Check, Lane, Measured, phase};
 use redis::AsyncCommands;
@@ -17,13 +18,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Statement};
+use users_api::cache::lookup_command;
 use uuid::Uuid;
 
 const SELECT: &str = "SELECT id, email, name, created_at, updated_at FROM users WHERE id = $1";
 
-/// The cache's own scripts, sent raw: the "reference" rows.
-static GET_OR_LEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(users_api::cache::LOOKUP_SCRIPT));
+/// The cache's own fill script, sent raw: the "reference" rows.
 static COMPARE_AND_SET: LazyLock<Script> =
     LazyLock::new(|| Script::new(users_api::cache::COMPARE_AND_SET_SCRIPT));
 
@@ -37,7 +37,7 @@ pub struct Clients {
     key: String,
     /// Prefix of the never-written keys the GET+SELECT+SET floor misses on.
     fill_prefix: String,
-    /// The same for the lease-script reference.
+    /// The same for the lease reference.
     lease_prefix: String,
     id: Uuid,
 }
@@ -97,8 +97,8 @@ pub enum Floor {
     Select,
     /// GET (nil) + SELECT + serialize + SET EX: the floor of a miss.
     GetSelectSet,
-    /// Reference: the get-or-lease script on a present key + decode.
-    LeaseScript,
+    /// Reference: the get-or-lease lookup on a present key + decode.
+    Lease,
     /// Reference: get-or-lease (takes the lease) + SELECT + compare-and-set.
     LeaseSelectSet,
 }
@@ -110,8 +110,8 @@ impl Floor {
             Self::GetManager => "floor: GET + decode (manager)",
             Self::Select => "floor: SELECT by pk",
             Self::GetSelectSet => "floor: GET + SELECT + SET",
-            Self::LeaseScript => "reference: lease script (hit) + decode",
-            Self::LeaseSelectSet => "reference: lease script + SELECT + CAS script",
+            Self::Lease => "reference: lease lookup (hit) + decode",
+            Self::LeaseSelectSet => "reference: lease lookup + SELECT + CAS script",
         }
     }
 }
@@ -180,13 +180,10 @@ async fn call(floor: Floor, clients: Arc<Clients>, i: usize) -> Check {
                 let () = redis.set_ex(&key, body, 3600).await?;
                 cached.map(|_| "fill key already set".to_owned())
             }
-            Floor::LeaseScript => {
+            Floor::Lease => {
                 let mut redis = clients.multiplexed.clone();
-                let value: Option<Vec<u8>> = GET_OR_LEASE
-                    .key(&clients.key)
-                    .arg("lease")
-                    .arg(3000)
-                    .invoke_async(&mut redis)
+                let value: Option<Vec<u8>> = lookup_command(&clients.key, b"lease", 3000)
+                    .query_async(&mut redis)
                     .await?;
                 decode(value)
             }
@@ -194,11 +191,8 @@ async fn call(floor: Floor, clients: Arc<Clients>, i: usize) -> Check {
                 let key = format!("{}{i}", clients.lease_prefix);
                 let token = format!("l{i}");
                 let mut redis = clients.multiplexed.clone();
-                let cached: Option<Vec<u8>> = GET_OR_LEASE
-                    .key(&key)
-                    .arg(&token)
-                    .arg(3000)
-                    .invoke_async(&mut redis)
+                let cached: Option<Vec<u8>> = lookup_command(&key, token.as_bytes(), 3000)
+                    .query_async(&mut redis)
                     .await?;
                 let row = clients
                     .pg

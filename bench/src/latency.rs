@@ -99,7 +99,7 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
             (Floor::GetManager, sizes.floor),
             (Floor::Select, sizes.floor),
             (Floor::GetSelectSet, sizes.fill),
-            (Floor::LeaseScript, sizes.floor),
+            (Floor::Lease, sizes.floor),
             (Floor::LeaseSelectSet, sizes.fill),
         ] {
             let part = (count / SLICES).max(1);

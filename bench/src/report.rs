@@ -92,7 +92,7 @@ impl Report {
         );
         let (hit, miss) = (Op::FindHit.name(), Op::FindMiss.name());
         let (get, fill) = (Floor::Get.name(), Floor::GetSelectSet.name());
-        let (lease_get, lease_fill) = (Floor::LeaseScript.name(), Floor::LeaseSelectSet.name());
+        let (lease_get, lease_fill) = (Floor::Lease.name(), Floor::LeaseSelectSet.name());
         let pairs = [
             (hit, get, true),
             (miss, fill, true),

@@ -11,7 +11,8 @@
 //! | `w` | a write is in progress: nobody may fill | [`UserCache::guard_write`] | the write guard, longer than any write |
 //!
 //! This is the lease scheme of *Scaling Memcache at Facebook* (NSDI 2013) on a
-//! single key, so every script touches one key and works on Redis Cluster.
+//! single key: the lookup is one native command and the fill one Lua script,
+//! each on one key, so it works on Redis Cluster.
 //! A fill succeeds only while its own lease is still the value, and a write
 //! overwrites the key before its commit and deletes it after: either step
 //! voids any lease taken before it, so a reader that read the old row can no
@@ -38,15 +39,24 @@ const NEGATIVE: u8 = b'n';
 const LEASE: u8 = b'l';
 const WRITING: u8 = b'w';
 
-/// Returns the value, or takes the lease (`ARGV[1]`, for `ARGV[2]` ms) and
-/// returns nil when the key is absent: a hit and a miss cost one round trip each.
-pub const LOOKUP_SCRIPT: &str = "local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false";
-static LOOKUP: LazyLock<Script> = LazyLock::new(|| Script::new(LOOKUP_SCRIPT));
+/// The lookup: returns the value, or takes the lease (`token`, for
+/// `lease_ms`) and returns nil when the key is absent, so a hit and a miss
+/// cost one round trip each. `SET key token NX GET PX ms` does this in one
+/// native command (Redis 7.0 or later, Valkey; ElastiCache 7 and Serverless),
+/// about 1 µs cheaper per hit than the same read in a Lua script.
+pub fn lookup_command(key: &str, token: &[u8], lease_ms: u64) -> Cmd {
+    let mut lookup = redis::cmd("SET");
+    lookup
+        .arg(key)
+        .arg(token)
+        .arg("NX")
+        .arg("GET")
+        .arg("PX")
+        .arg(lease_ms);
+    lookup
+}
 
-/// Compare-and-set: stores `ARGV[2]` for `ARGV[3]` ms only if the value is
+/// Compare-and-set, a Lua script (Redis 7 has no native command for it): stores `ARGV[2]` for `ARGV[3]` ms only if the value is
 /// still `ARGV[1]`. A fill is lease -> entry; taking over an unreadable entry
 /// is entry -> lease.
 pub const COMPARE_AND_SET_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -252,12 +262,11 @@ impl UserCache {
     /// One round trip: the entry, or the fill lease when there is none.
     pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
         let lease = Lease::new();
-        let mut invocation = LOOKUP.key(self.key(id));
-        invocation.arg(&lease.token).arg(millis(self.lease));
+        let lookup = lookup_command(&self.key(id), &lease.token, millis(self.lease));
         let found: Option<Vec<u8>> = self
             .call(|mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
+                let lookup = &lookup;
+                async move { lookup.query_async(&mut connection).await }
             })
             .await?;
         let Some(mut value) = found else {
