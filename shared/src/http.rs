@@ -197,10 +197,11 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
 
 /// Runs one request's `work` and turns its result into what the handler
 /// returns to the runtime: the response, or the error as JSON. Never `Err`,
-/// since a returned error reaches the client as Lambda's own 502. Logs one
-/// record per request (request id, route, status, cache outcome, latency) and
-/// writes one EMF metrics line (cache outcome, Postgres and Redis time, cold
-/// start).
+/// since a returned error reaches the client as Lambda's own 502. Hands the
+/// request's telemetry to the state's [`telemetry::Outbox`]: one log record
+/// (request id, route, status, cache outcome, latency) and one EMF metrics
+/// line (cache outcome, Postgres and Redis time, cold start), written after
+/// the response has been posted when the runtime defers them.
 pub async fn serve(
     state: &AppState,
     route: &Route,
@@ -215,25 +216,18 @@ pub async fn serve(
         .headers()
         .get(X_CACHE)
         .and_then(|value| CacheStatus::from_header(value.as_bytes()));
-    let context = request.lambda_context_ref();
-    telemetry::RequestLog {
-        request_id: context.map_or("-", |context| context.request_id.as_str()),
+    state.telemetry.submit(telemetry::Record {
+        request_id: request
+            .lambda_context_ref()
+            .map_or_else(|| "-".to_owned(), |context| context.request_id.clone()),
         route: route.name,
+        function: route.function,
         status: response.status().as_u16(),
         cache,
         latency,
-    }
-    .emit();
-    let cold_start = state.cold_start.take();
-    if let Some(namespace) = &state.metrics_namespace {
-        let metrics = telemetry::RequestMetrics {
-            cache,
-            postgres,
-            redis,
-            cold_start,
-        };
-        telemetry::emit(&metrics.emf_line(namespace, route.function));
-    }
+        postgres,
+        redis,
+    });
     Ok(response)
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod migrate;
 pub mod pause;
+pub mod runtime;
 pub mod secrets;
 pub mod service;
 pub mod state;

@@ -5,16 +5,14 @@ use crate::config::{Config, Limits};
 use crate::secrets;
 use crate::service::UserService;
 use crate::store::UserStore;
-use crate::telemetry::ColdStart;
+use crate::telemetry::Outbox;
 use lambda_http::tracing;
 
 pub struct AppState {
     pub users: UserService,
     pub limits: Limits,
-    /// CloudWatch namespace of the per-request EMF line; `None`: no metrics.
-    pub metrics_namespace: Option<String>,
-    /// Set until the first request of this sandbox has been served.
-    pub cold_start: ColdStart,
+    /// Each request's log record and EMF line (and the cold-start flag).
+    pub telemetry: Outbox,
 }
 
 impl AppState {
@@ -54,8 +52,7 @@ impl AppState {
         Ok(Self {
             users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
-            metrics_namespace: config.metrics_namespace.clone(),
-            cold_start: ColdStart::default(),
+            telemetry: Outbox::new(config.metrics_namespace.clone()),
         })
     }
 }

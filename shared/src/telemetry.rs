@@ -15,6 +15,7 @@
 use crate::service::CacheStatus;
 use lambda_http::tracing;
 use std::io::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -120,13 +121,130 @@ fn push_json_string(line: &mut String, text: &str) {
     line.push('"');
 }
 
-/// Writes one EMF line to stdout, where Lambda picks it up: one `write`, as
-/// stdout flushes at the newline. A failed write loses a metric, never a
-/// request.
-pub fn emit(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(line.as_bytes());
-    let _ = stdout.write_all(b"\n");
+/// Where each request's log record and EMF line wait until its response is
+/// out. Under the Lambda runtime ([`crate::runtime::run`]) they are written
+/// after the response has been posted to the Runtime API, and before the next
+/// event is asked for (so before the sandbox can be frozen): the client never
+/// waits for a log write, and nothing is lost. Everywhere else (tests,
+/// in-process callers) they are written as the request ends.
+pub struct Outbox {
+    /// CloudWatch namespace of the EMF lines; `None`: no metrics.
+    namespace: Option<String>,
+    cold_start: ColdStart,
+    deferred: AtomicBool,
+    pending: Mutex<Vec<Pending>>,
+    /// Where EMF lines go: stdout, where Lambda picks them up.
+    metrics_out: Mutex<Box<dyn Write + Send>>,
+}
+
+/// One request's telemetry, as [`crate::http::serve`] hands it over.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The Lambda request id (`lambda_context().request_id`), `-` without one.
+    pub request_id: String,
+    /// The route template (`GET /users/{id}`), never the raw path.
+    pub route: &'static str,
+    /// The function's name, the EMF dimension.
+    pub function: &'static str,
+    pub status: u16,
+    pub cache: Option<CacheStatus>,
+    pub latency: Duration,
+    pub postgres: Option<Duration>,
+    pub redis: Option<Duration>,
+}
+
+impl Outbox {
+    pub fn new(namespace: Option<String>) -> Self {
+        Self {
+            namespace,
+            cold_start: ColdStart::default(),
+            deferred: AtomicBool::new(false),
+            pending: Mutex::default(),
+            metrics_out: Mutex::new(Box::new(std::io::stdout())),
+        }
+    }
+
+    /// The CloudWatch namespace of the EMF lines, `None` when metrics are off.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    /// From now on records wait for [`Outbox::flush`]; whoever calls this
+    /// must call it after every request ([`crate::runtime::run`] does).
+    pub fn defer(&self) {
+        self.deferred.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends EMF lines to `out` instead of stdout (tests).
+    pub fn send_metrics_to(&self, out: Box<dyn Write + Send>) {
+        *lock(&self.metrics_out) = out;
+    }
+
+    /// Takes one request's record: kept for [`Outbox::flush`] when deferred,
+    /// written now otherwise. The first record of an instance is its cold start.
+    pub fn submit(&self, record: Record) {
+        let entry = Pending {
+            record,
+            cold_start: self.cold_start.take(),
+        };
+        if self.deferred.load(Ordering::Relaxed) {
+            lock(&self.pending).push(entry);
+        } else {
+            self.write(&[entry]);
+        }
+    }
+
+    /// Writes every record waiting: the log records through `tracing`, the
+    /// EMF lines in one write.
+    pub fn flush(&self) {
+        let pending = std::mem::take(&mut *lock(&self.pending));
+        if !pending.is_empty() {
+            self.write(&pending);
+        }
+    }
+
+    fn write(&self, records: &[Pending]) {
+        let mut lines = String::new();
+        for Pending { record, cold_start } in records {
+            RequestLog {
+                request_id: &record.request_id,
+                route: record.route,
+                status: record.status,
+                cache: record.cache,
+                latency: record.latency,
+            }
+            .emit();
+            if let Some(namespace) = &self.namespace {
+                let metrics = RequestMetrics {
+                    cache: record.cache,
+                    postgres: record.postgres,
+                    redis: record.redis,
+                    cold_start: *cold_start,
+                };
+                lines.push_str(&metrics.emf_line(namespace, record.function));
+                lines.push('\n');
+            }
+        }
+        if !lines.is_empty() {
+            // A failed write loses metrics, never a request.
+            let mut out = lock(&self.metrics_out);
+            let _ = out.write_all(lines.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}
+
+/// A record, and whether it was the instance's first.
+struct Pending {
+    record: Record,
+    cold_start: bool,
+}
+
+/// A poisoned lock only means a panic elsewhere; the data is still usable.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 tokio::task_local! {
@@ -169,7 +287,7 @@ pub fn record_redis(spent: Duration) {
 }
 
 /// True for the first request a sandbox serves. Lives in the function's
-/// state (built once per cold start), not in a global.
+/// state (built once per cold start, in its [`Outbox`]), not in a global.
 #[derive(Debug)]
 pub struct ColdStart(AtomicBool);
 

@@ -1,6 +1,6 @@
 //! Lambda entry point for `delete-user`: build the state once, then serve events.
 
-use lambda_http::{Error, run, service_fn};
+use lambda_http::Error;
 use users_api::AppState;
 
 #[tokio::main(flavor = "current_thread")]
@@ -8,8 +8,5 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let state = AppState::from_env().await?;
     let state = &state;
-    run(service_fn(move |request| {
-        delete_user::handle(state, request)
-    }))
-    .await
+    users_api::runtime::run(state, move |request| delete_user::handle(state, request)).await
 }
