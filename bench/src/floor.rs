@@ -133,6 +133,7 @@ pub async fn measure(
                 warmup: (first..first + warmup).collect(),
                 items: (first + warmup..first + warmup + iterations).collect(),
                 op: move |i: usize| call(floor, clients.clone(), i),
+                after: None,
             }
         })
         .collect();

@@ -106,6 +106,7 @@ pub async fn measure(
             .map(|i| request(&event(i)))
             .collect();
         let state = caller.state.clone();
+        let flushed = caller.state.clone();
         lanes.push(Lane {
             warmup: warmup_requests,
             items: requests,
@@ -113,6 +114,9 @@ pub async fn measure(
                 let state = state.clone();
                 async move { check(op, handle(op, &state, request).await) }
             },
+            // A no-op unless the instance defers its telemetry, as under
+            // the Lambda runtime (`users_api::runtime::run`).
+            after: Some(Box::new(move || flushed.telemetry.flush())),
         });
     }
     phase(name, lanes).await

@@ -34,6 +34,9 @@ pub struct Lane<T, F> {
     pub warmup: Vec<T>,
     pub items: Vec<T>,
     pub op: F,
+    /// Run after each call, outside its timing: what the Lambda runtime does
+    /// once the response has been posted (writing the deferred telemetry).
+    pub after: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// The outcome of one phase.
@@ -142,8 +145,14 @@ where
     F: Fn(T) -> Fut,
     Fut: Future<Output = Check>,
 {
+    let after = || {
+        if let Some(after) = &lane.after {
+            after();
+        }
+    };
     for item in lane.warmup {
         (lane.op)(item).await;
+        after();
     }
     barrier.wait().await;
     let mut histogram = histogram();
@@ -154,6 +163,7 @@ where
         let began = Instant::now();
         let check = (lane.op)(item).await;
         record(&mut histogram, began.elapsed());
+        after();
         if let Some(what) = check {
             unexpected += 1;
             first_unexpected.get_or_insert(what);

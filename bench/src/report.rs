@@ -4,7 +4,7 @@
 use crate::floor::Floor;
 use crate::footprint::Footprint;
 use crate::handlers::Op;
-use crate::latency::{HIT_METRICS_OFF, MISS_METRICS_OFF};
+use crate::latency::{HIT_METRICS_OFF, HIT_TELEMETRY_INLINE, MISS_METRICS_OFF};
 use crate::measure::{Measured, median, micros, millis};
 use crate::offload::Offload;
 use crate::process::{ColdStart, LongRun};
@@ -101,6 +101,7 @@ impl Report {
             (hit, lease_get, false),
             (miss, lease_fill, false),
             (HIT_METRICS_OFF, get, false),
+            (HIT_TELEMETRY_INLINE, get, false),
             (MISS_METRICS_OFF, fill, false),
         ];
         for (path, floor, target) in pairs {
