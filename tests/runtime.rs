@@ -5,42 +5,12 @@
 //! One test in its own binary: it sets the process's Lambda environment.
 
 use lambda_http::tracing;
-use lambda_http::tracing::subscriber::fmt::MakeWriter;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::capture::Captured;
 use test_support::{FIXTURE_ID, TestEnv, create_user, fixture};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-/// Everything written to it, shared.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// What the Runtime API saw when the function posted its answer.
 struct Posted {
@@ -144,11 +114,7 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     let metrics = Captured::default();
     state.telemetry.send_metrics_to(Box::new(metrics.clone()));
     let logs = Captured::default();
-    let subscriber = tracing::subscriber::fmt()
-        .json()
-        .with_writer(logs.clone())
-        .finish();
-    let _guard = tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber));
+    let _guard = logs.install(tracing::Level::INFO);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     // SAFETY: this binary's only test sets them before anything reads them.

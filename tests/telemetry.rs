@@ -2,60 +2,19 @@
 //! ever reaches a log line or an error message.
 
 use lambda_http::tracing;
-use lambda_http::tracing::subscriber::fmt::MakeWriter;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::capture::Captured;
 use test_support::servers::{RedisServer, free_port};
 use users_api::service::CacheStatus;
 use users_api::telemetry::RequestLog;
 use users_api::{AppState, Config};
 
-/// Everything the subscriber writes, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// A JSON subscriber like the runtime's (AWS_LAMBDA_LOG_FORMAT=JSON), at
-    /// TRACE so that no level hides a leak, for the current thread.
-    fn install(&self) -> tracing::dispatcher::DefaultGuard {
-        let subscriber = tracing::subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(self.clone())
-            .finish();
-        tracing::dispatcher::set_default(&tracing::Dispatch::new(subscriber))
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[test]
 fn a_request_is_one_json_record_with_id_route_status_cache_and_latency() {
     // Arrange
     let captured = Captured::default();
-    let _guard = captured.install();
+    let _guard = captured.install(tracing::Level::TRACE);
 
     // Act
     RequestLog {
@@ -91,7 +50,7 @@ async fn no_password_or_connection_string_reaches_logs_or_errors() {
     // Arrange: a Postgres that refuses connections and a Redis that refuses
     // the password, so init logs both failures.
     let captured = Captured::default();
-    let _guard = captured.install();
+    let _guard = captured.install(tracing::Level::TRACE);
     let redis = RedisServer::start_with(&["--requirepass", "the-right-one"]);
     let database_url = format!(
         "postgres://app:{DB_PASSWORD}@127.0.0.1:{}/users?sslmode=prefer",

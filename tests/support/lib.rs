@@ -14,6 +14,7 @@ use tokio_postgres::NoTls;
 use users_api::{AppState, Config};
 use uuid::Uuid;
 
+pub mod capture;
 pub mod contract;
 pub mod functions;
 pub mod proxy;
