@@ -11,6 +11,7 @@ use test_support::functions::{delete, find, update};
 use test_support::servers::RedisServer;
 use test_support::*;
 use tokio::task::JoinSet;
+use users_api::cache::{GUARD_SCRIPT, Lookup, RELEASE_SCRIPT};
 use users_api::pause::PausePoint;
 use uuid::Uuid;
 
@@ -71,6 +72,139 @@ async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
     for found in &after {
         assert_eq!(status(found), 404);
     }
+}
+
+/// Two writes to one user overlap; the first one's cleanup must not lift the
+/// guard of the second, still in flight. The second's own cleanup is then
+/// lost (Redis black-holed after its commit), and a find that read the row
+/// between the two commits must still not leave the first write's value
+/// cached for the TTL.
+#[tokio::test]
+async fn overlapping_writes_keep_the_cache_closed_until_the_last_one_is_done() {
+    // Arrange: the user cached; instance `second` talks to Redis through a
+    // fault proxy and parks its write after taking the guard; `reader`
+    // parks a fill, should it take one.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "v1@example.com", "One").await;
+    assert_eq!(
+        status(&find(&env.state, request_for("find-user.v2", id)).await),
+        200
+    );
+    let proxy = test_support::proxy::FaultProxy::start(redis_addr()).await;
+    let second_parked = Arc::new(PausePoint::default());
+    let mut second = env
+        .instance(&[
+            ("REDIS_URL", &proxy.url("redis", "")),
+            ("REDIS_RESPONSE_TIMEOUT_MS", "100"),
+        ])
+        .await;
+    second.users.pause_before_write(second_parked.clone());
+    let fill_parked = Arc::new(PausePoint::default());
+    let mut reader = env.instance(&[]).await;
+    reader.users.pause_before_fill(fill_parked.clone());
+    let body = |email: &str| json!({"email": email, "name": "Two"});
+
+    // Act
+    let second_write = tokio::spawn(async move {
+        let updated = update(
+            &second,
+            with_body("update-user.v2", id, &body("v3@example.com")),
+        );
+        status(&updated.await)
+    });
+    second_parked.reached().await;
+    let first = update(
+        &env.state,
+        with_body("update-user.v2", id, &body("v2@example.com")),
+    )
+    .await;
+    let mut read = std::pin::pin!(find(&reader, request_for("find-user.v2", id)));
+    let parked = tokio::select! {
+        () = fill_parked.reached() => true,
+        found = &mut read => {
+            assert_eq!(json_body(&found)["email"], "v2@example.com");
+            false
+        }
+    };
+    proxy.set(test_support::proxy::Mode::BlackHole);
+    second_parked.release();
+    let second_status = second_write.await.expect("second write");
+    if parked {
+        fill_parked.release();
+        assert_eq!(json_body(&read.await)["email"], "v2@example.com");
+    }
+    let after = find(&env.state, request_for("find-user.v2", id)).await;
+
+    // Assert: both writes acknowledged, and the last one is what finds see.
+    assert_eq!(status(&first), 200);
+    assert_eq!(
+        second_status, 200,
+        "the lost cleanup does not fail the write"
+    );
+    assert_eq!(
+        json_body(&after)["email"],
+        "v3@example.com",
+        "x-cache {:?}",
+        after.headers().get("x-cache")
+    );
+}
+
+#[tokio::test]
+async fn the_write_guard_opens_only_when_its_last_writer_leaves_and_repeats_are_harmless() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let cache = env.state.users.cache();
+    let (id, retried) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut redis = env.redis().await;
+    let script = |text| redis::Script::new(text);
+
+    // Act: two writers on one key, the first leaving twice (a retried call);
+    // and a writer whose guard call was sent twice, leaving once.
+    let first = cache.guard_write(id).await.expect("guard");
+    let second = cache.guard_write(id).await.expect("guard");
+    cache.release_write(id, &first).await.expect("release");
+    cache
+        .release_write(id, &first)
+        .await
+        .expect("release again");
+    let while_second_writes = cache.lookup(id).await.expect("lookup");
+    cache.release_write(id, &second).await.expect("release");
+    let after_both = cache.lookup(id).await.expect("lookup");
+    let key = env.cache_key(retried);
+    for _ in 0..2 {
+        let _: i64 = script(GUARD_SCRIPT)
+            .key(&key)
+            .arg("token-1")
+            .arg(60_000)
+            .invoke_async(&mut redis)
+            .await
+            .expect("guard script");
+    }
+    let _: i64 = script(RELEASE_SCRIPT)
+        .key(&key)
+        .arg("token-1")
+        .invoke_async(&mut redis)
+        .await
+        .expect("release script");
+    let left: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+
+    // Assert
+    assert!(
+        matches!(while_second_writes, Lookup::Writing),
+        "{while_second_writes:?}"
+    );
+    assert!(
+        matches!(after_both, Lookup::Leased(_)),
+        "the key was deleted: {after_both:?}"
+    );
+    assert_eq!(
+        left, 0,
+        "a guard taken twice by one writer is gone after it leaves"
+    );
 }
 
 /// One completed operation of the history: which id, which version it wrote

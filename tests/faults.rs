@@ -4,7 +4,6 @@
 //! Timings printed here are the figures quoted in BENCHMARKS.md.
 
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use test_support::functions::{create, delete, find, update};
 use test_support::proxy::{FaultProxy, Mode};
@@ -14,14 +13,6 @@ use users_api::AppState;
 use uuid::Uuid;
 
 const REDIS_TIMEOUT_MS: u64 = 50;
-
-fn shared_redis_addr() -> SocketAddr {
-    let url = redis_url();
-    let authority = url.trim_start_matches("redis://");
-    authority
-        .parse()
-        .expect("TEST_REDIS_URL is redis://ip:port")
-}
 
 async fn timed_find(
     state: &AppState,
@@ -34,7 +25,7 @@ async fn timed_find(
 
 /// A test env whose Redis traffic goes through a fault proxy.
 async fn env_behind_redis_proxy() -> (TestEnv, FaultProxy) {
-    let proxy = FaultProxy::start(shared_redis_addr()).await;
+    let proxy = FaultProxy::start(redis_addr()).await;
     let timeout = REDIS_TIMEOUT_MS.to_string();
     let env = TestEnv::with_settings(&[
         ("REDIS_URL", &proxy.url("redis", "")),

@@ -1,6 +1,6 @@
 //! The Redis cache of user responses, with fill leases.
 //!
-//! One key per user, `{CACHE_KEY_PREFIX}:v1:user:{id}`, whose value starts with
+//! One key per user, `{CACHE_KEY_PREFIX}:v3:user:{id}`, whose value starts with
 //! a one-byte tag:
 //!
 //! | value | meaning | set by | lifetime |
@@ -8,15 +8,18 @@
 //! | `v` + version + `:` + body | the user's version (its ETag) and response body, ready to send | a lease holder's fill | `CACHE_TTL_SECONDS`, minus up to 10% jitter |
 //! | `n` | no such user (negative entry) | a lease holder's fill | `CACHE_NEGATIVE_TTL_SECONDS` |
 //! | `l` + token | a miss is reading Postgres and holds the right to fill | [`UserCache::lookup`] | `CACHE_LEASE_MS` |
-//! | `w` | a write is in progress: nobody may fill | [`UserCache::guard_write`] | the write guard, longer than any write |
+//! | `w` + writer tokens | writes are in progress: nobody may fill | [`UserCache::guard_write`] | the write guard, longer than any write |
 //!
 //! This is the lease scheme of *Scaling Memcache at Facebook* (NSDI 2013) on a
-//! single key: the lookup is one native command and the fill one Lua script,
-//! each on one key, so it works on Redis Cluster.
+//! single key: the lookup is one native command, the fill and the guard Lua
+//! scripts, each on one key, so it works on Redis Cluster.
 //! A fill succeeds only while its own lease is still the value, and a write
-//! overwrites the key before its commit and deletes it after: either step
-//! voids any lease taken before it, so a reader that read the old row can no
-//! longer store it. Every call is bounded by `REDIS_RESPONSE_TIMEOUT_MS`.
+//! adds its token to the guard before its commit and takes it out after,
+//! deleting the key when it was the last writer: either step voids any lease
+//! taken before it, so a reader that read the old row can no longer store it.
+//! Overlapping writes keep the key guarded until the last one is done, so the
+//! first one to finish cannot open the key while another is still to commit.
+//! Every call is bounded by `REDIS_RESPONSE_TIMEOUT_MS`.
 
 use crate::config::{CacheConfig, RedisConfig};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -32,7 +35,7 @@ use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
-const FORMAT_VERSION: &str = "v2";
+const FORMAT_VERSION: &str = "v3";
 
 const VALUE: u8 = b'v';
 const NEGATIVE: u8 = b'n';
@@ -66,6 +69,34 @@ end
 return 0";
 static COMPARE_AND_SET: LazyLock<Script> = LazyLock::new(|| Script::new(COMPARE_AND_SET_SCRIPT));
 
+/// Adds the writer token `ARGV[1]` to the key's guard (`w` + tokens), which
+/// replaces any entry or lease, and sets its expiry to `ARGV[2]` ms. Adding a
+/// token that is there already changes nothing, so a retried call is harmless.
+pub const GUARD_SCRIPT: &str = "local v = redis.call('GET', KEYS[1])
+local w = 'w'
+if v and string.sub(v, 1, 1) == 'w' then w = v end
+if not string.find(w, ARGV[1], 2, true) then w = w .. ARGV[1] end
+redis.call('SET', KEYS[1], w, 'PX', ARGV[2])
+return 1";
+static GUARD: LazyLock<Script> = LazyLock::new(|| Script::new(GUARD_SCRIPT));
+
+/// Takes the writer token `ARGV[1]` out of the key's guard. Other writers'
+/// tokens keep the key guarded (same expiry); without any, or when the key
+/// holds no guard at all (it expired), the key is deleted, so the next find
+/// reads the committed row. Idempotent too.
+pub const RELEASE_SCRIPT: &str = "local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 1) == 'w' then
+  local first, last = string.find(v, ARGV[1], 2, true)
+  if first then v = string.sub(v, 1, first - 1) .. string.sub(v, last + 1) end
+  if #v > 1 then
+    redis.call('SET', KEYS[1], v, 'KEEPTTL')
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1])
+return 1";
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SCRIPT));
+
 /// Why a cache call did not complete. Either way the caller treats Redis as
 /// absent for this request.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +118,7 @@ pub enum Lookup {
     Leased(Lease),
     /// Another caller holds the fill lease.
     Filling,
-    /// A write is in progress; read Postgres and do not fill.
+    /// Writes are in progress; read Postgres and do not fill.
     Writing,
     /// A value this version cannot read; see [`UserCache::take_over`].
     Unreadable(Vec<u8>),
@@ -98,6 +129,12 @@ pub enum Lookup {
 pub struct Lease {
     token: Vec<u8>,
     jitter: u128,
+}
+
+/// One write's share of a key's guard; see [`UserCache::release_write`].
+#[derive(Debug)]
+pub struct WriteGuard {
+    token: [u8; TOKEN_LEN],
 }
 
 /// What a lease holder stores.
@@ -285,7 +322,7 @@ impl UserCache {
             },
             Some(&NEGATIVE) if value.len() == 1 => Lookup::NotFound,
             Some(&LEASE) => Lookup::Filling,
-            Some(&WRITING) if value.len() == 1 => Lookup::Writing,
+            Some(&WRITING) => Lookup::Writing,
             _ => Lookup::Unreadable(value),
         })
     }
@@ -331,24 +368,44 @@ impl UserCache {
         Ok((taken == 1).then_some(lease))
     }
 
-    /// Before a write commits: mark the key as being written, which voids any
-    /// lease and blocks new fills until [`UserCache::invalidate`] or the guard
-    /// expires (it outlives the write's own timeouts).
-    pub async fn guard_write(&self, id: Uuid) -> Result<(), CacheError> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.key(id))
-            .arg(&[WRITING][..])
-            .arg("PX")
+    /// Before a write commits: add this write to the key's guard, which
+    /// voids any lease and blocks new fills until every write in it has
+    /// called [`UserCache::release_write`] or the guard expires (it outlives
+    /// the write's own timeouts).
+    pub async fn guard_write(&self, id: Uuid) -> Result<WriteGuard, CacheError> {
+        let guard = WriteGuard {
+            token: unique_token().0,
+        };
+        let mut invocation = GUARD.key(self.key(id));
+        invocation
+            .arg(&guard.token[..])
             .arg(millis(self.write_guard));
-        self.call(|mut connection| {
-            let set = &set;
-            async move { set.query_async(&mut connection).await }
-        })
-        .await
+        let _: i64 = self
+            .call(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        Ok(guard)
     }
 
-    /// After a write commits: delete the key (guard, lease or entry); the next
-    /// `find` reads the committed row and fills.
+    /// After a write commits (or fails): take it out of the key's guard,
+    /// deleting the key when no other write is in it, so the next `find`
+    /// reads the committed row and fills.
+    pub async fn release_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
+        let mut invocation = RELEASE.key(self.key(id));
+        invocation.arg(&guard.token[..]);
+        let _: i64 = self
+            .call(|mut connection| {
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut connection).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the key (entry, lease or negative entry): `create` clears a
+    /// "no such user" this way. Writes to existing users use the guard.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
         let mut delete = redis::cmd("DEL");
         delete.arg(self.key(id));
@@ -394,22 +451,33 @@ impl UserCache {
     }
 }
 
+const TOKEN_LEN: usize = 24;
+
+/// A token nobody else has: 16 random bytes drawn once per process (so no
+/// two instances share them) and a counter, which is returned too. Every
+/// lookup makes one, hits included, so it must not cost a `getrandom` call
+/// each time.
+fn unique_token() -> ([u8; TOKEN_LEN], u64) {
+    static PROCESS: LazyLock<[u8; 16]> = LazyLock::new(|| *Uuid::new_v4().as_bytes());
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut token = [0; TOKEN_LEN];
+    token[..16].copy_from_slice(&*PROCESS);
+    token[16..].copy_from_slice(&count.to_be_bytes());
+    (token, count)
+}
+
 impl Lease {
-    /// A token no other lease has: 16 random bytes drawn once per process
-    /// (so no two instances share them) and a counter. Every lookup makes
-    /// one, hits included, so it must not cost a `getrandom` call each time.
+    /// A lease with a [`unique_token`].
     fn new() -> Self {
-        static PROCESS: LazyLock<[u8; 16]> = LazyLock::new(|| *Uuid::new_v4().as_bytes());
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut token = Vec::with_capacity(25);
+        let (unique, count) = unique_token();
+        let mut token = Vec::with_capacity(1 + TOKEN_LEN);
         token.push(LEASE);
-        token.extend_from_slice(&*PROCESS);
-        token.extend_from_slice(&count.to_be_bytes());
+        token.extend_from_slice(&unique);
         Self {
             token,
             jitter: u128::from(spread_bits(
-                count ^ u64::from_be_bytes(PROCESS[..8].try_into().unwrap_or_default()),
+                count ^ u64::from_be_bytes(unique[..8].try_into().unwrap_or_default()),
             )),
         }
     }

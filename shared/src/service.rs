@@ -5,13 +5,13 @@
 //! Other callers that miss while a fill is in flight wait for it briefly
 //! (`CACHE_FILL_WAIT_MS`) instead of all querying Postgres (no stampede).
 //!
-//! A write guards the key before it touches Postgres (refusing with 503 when
-//! Redis cannot take the guard, so no stale entry can outlive the write) and
-//! deletes it after the commit. Together with the lease check this gives:
+//! A write joins the key's guard before it touches Postgres (refusing with 503
+//! when Redis cannot take the guard, so no stale entry can outlive the write)
+//! and leaves it after the commit; the last writer out deletes the key. Together with the lease check this gives:
 //! once `update` or `delete` has returned success, no later `find` returns
 //! the previous value. See `cache.rs` for the key states.
 
-use crate::cache::{CacheError, Entry, Lease, Lookup, UserCache, encode_value};
+use crate::cache::{CacheError, Entry, Lease, Lookup, UserCache, WriteGuard, encode_value};
 use crate::config::CacheConfig;
 use crate::error::ApiError;
 use crate::pause::PausePoint;
@@ -75,6 +75,7 @@ pub struct UserService {
     cache: UserCache,
     fill_wait: Duration,
     before_fill: Option<Arc<PausePoint>>,
+    before_write: Option<Arc<PausePoint>>,
 }
 
 /// How often a caller waiting for another's fill asks Redis again.
@@ -87,6 +88,7 @@ impl UserService {
             cache,
             fill_wait: config.fill_wait,
             before_fill: None,
+            before_write: None,
         }
     }
 
@@ -94,6 +96,12 @@ impl UserService {
     /// cache fill at `pause`.
     pub fn pause_before_fill(&mut self, pause: Arc<PausePoint>) {
         self.before_fill = Some(pause);
+    }
+
+    /// Tests only: park every `update` and `delete` between taking its write
+    /// guard and its Postgres statement at `pause`.
+    pub fn pause_before_write(&mut self, pause: Arc<PausePoint>) {
+        self.before_write = Some(pause);
     }
 
     pub fn store(&self) -> &UserStore {
@@ -211,31 +219,44 @@ impl UserService {
         user: &NewUser,
         if_match: Option<&[i64]>,
     ) -> Result<User, ApiError> {
-        self.guard(id).await?;
+        let guard = self.guard(id).await?;
         let updated = self.store.update(id, user, if_match).await;
-        self.invalidate(id).await;
+        self.release(id, &guard).await;
         written(id, updated?)
     }
 
     /// Deletes the user; `if_match` as for [`UserService::update`].
     pub async fn delete(&self, id: Uuid, if_match: Option<&[i64]>) -> Result<(), ApiError> {
-        self.guard(id).await?;
+        let guard = self.guard(id).await?;
         let deleted = self.store.delete(id, if_match).await;
-        self.invalidate(id).await;
+        self.release(id, &guard).await;
         written(id, deleted?)
     }
 
     /// Refuses the write (503) unless Redis took the guard: a write that
     /// could leave a stale entry behind is not acknowledged.
-    async fn guard(&self, id: Uuid) -> Result<(), ApiError> {
-        self.cache
+    async fn guard(&self, id: Uuid) -> Result<WriteGuard, ApiError> {
+        let guard = self
+            .cache
             .guard_write(id)
             .await
-            .map_err(|error| ApiError::unavailable("the cache", error))
+            .map_err(|error| ApiError::unavailable("the cache", error))?;
+        if let Some(pause) = &self.before_write {
+            pause.pass().await;
+        }
+        Ok(guard)
     }
 
-    /// After a commit. If Redis fails here too, the guard still blocks fills
-    /// until it expires, and it outlives the write.
+    /// After the statement, whatever its outcome. If Redis fails here, the
+    /// guard still blocks fills until it expires, and it outlives the write;
+    /// while other writes to the same user are in flight it stays anyway.
+    async fn release(&self, id: Uuid, guard: &WriteGuard) {
+        if let Err(error) = self.cache.release_write(id, guard).await {
+            log_cache_error("release", &error);
+        }
+    }
+
+    /// After `create`: clears a negative entry.
     async fn invalidate(&self, id: Uuid) {
         if let Err(error) = self.cache.invalidate(id).await {
             log_cache_error("invalidate", &error);

@@ -37,6 +37,14 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
+/// The shared Redis's address, for a fault proxy in front of it.
+pub fn redis_addr() -> std::net::SocketAddr {
+    redis_url()
+        .trim_start_matches("redis://")
+        .parse()
+        .expect("TEST_REDIS_URL is redis://ip:port")
+}
+
 /// The URL of the shared test database, with `search_path` set to `schema`.
 fn schema_database_url(schema: &str) -> String {
     let admin: tokio_postgres::Config = admin_database_url().parse().expect("TEST_DATABASE_URL");
