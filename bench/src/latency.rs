@@ -184,7 +184,7 @@ fn merge(merged: &mut Vec<Measured>, slice: Measured, index: usize) -> Result<()
     match merged.iter_mut().find(|m| m.name == slice.name) {
         Some(phase) => phase.absorb(slice),
         None => {
-            merged.push(slice);
+            merged.push(slice.first_slice());
             Ok(())
         }
     }

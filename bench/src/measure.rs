@@ -47,6 +47,9 @@ pub struct Measured {
     pub wall: Duration,
     pub unexpected: u64,
     pub first_unexpected: Option<String>,
+    /// The p50 of each slice absorbed so far, in slice order (see
+    /// [`Measured::absorb`]); empty for a lone slice.
+    pub slice_p50s: Vec<Duration>,
 }
 
 impl Measured {
@@ -63,8 +66,15 @@ impl Measured {
         self.histogram.len() as f64 / self.wall.as_secs_f64().max(f64::EPSILON)
     }
 
+    /// Starts the merge of a phase's slices with its first one.
+    pub fn first_slice(mut self) -> Self {
+        self.slice_p50s = vec![self.p50()];
+        self
+    }
+
     /// Adds another slice of the same phase.
     pub fn absorb(&mut self, slice: Measured) -> Result<(), BoxError> {
+        self.slice_p50s.push(slice.p50());
         self.histogram.add(&slice.histogram)?;
         self.wall += slice.wall;
         self.unexpected += slice.unexpected;
@@ -137,6 +147,7 @@ where
         wall,
         unexpected,
         first_unexpected,
+        slice_p50s: Vec::new(),
     })
 }
 
