@@ -127,7 +127,7 @@ pub enum Lookup {
 /// The right to fill one key, as long as nobody overwrote it.
 #[derive(Debug)]
 pub struct Lease {
-    token: Vec<u8>,
+    token: [u8; 1 + TOKEN_LEN],
     jitter: u128,
 }
 
@@ -271,7 +271,10 @@ impl UserCache {
         };
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(redis.connect_timeout))
-            .set_response_timeout(Some(redis.response_timeout))
+            // Every call is bounded by `UserCache::call` (reconnect wait
+            // included), so a second timer per request would only cost
+            // time; a timeout never made the manager reconnect anyway.
+            .set_response_timeout(None)
             // One connection attempt per reconnect: while Redis is down each
             // request makes one quick attempt instead of queueing behind a
             // backoff, and the first one after it returns reconnects.
@@ -471,9 +474,8 @@ impl Lease {
     /// A lease with a [`unique_token`].
     fn new() -> Self {
         let (unique, count) = unique_token();
-        let mut token = Vec::with_capacity(1 + TOKEN_LEN);
-        token.push(LEASE);
-        token.extend_from_slice(&unique);
+        let mut token = [LEASE; 1 + TOKEN_LEN];
+        token[1..].copy_from_slice(&unique);
         Self {
             token,
             jitter: u128::from(spread_bits(

@@ -36,8 +36,11 @@ pub const X_CACHE: &str = "x-cache";
 
 /// The `{id}` of `/users/{id}`.
 pub fn path_id(request: &Request) -> Result<Uuid, ApiError> {
-    let parameters = request.path_parameters();
-    let raw = match parameters.first("id") {
+    // The `_ref` accessors: `path_parameters()` clones the map per call.
+    let raw = match request
+        .path_parameters_ref()
+        .and_then(|parameters| parameters.first("id"))
+    {
         Some(id) => id,
         None => request
             .uri()
@@ -83,8 +86,9 @@ pub fn json_body<T: DeserializeOwned>(request: &Request, limits: &Limits) -> Res
 
 /// `?limit=N&cursor=C` of `GET /users`: limit 1..=`LIST_MAX_LIMIT` (default 20).
 pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u32), ApiError> {
-    let query = request.query_string_parameters();
-    let limit = match query.first("limit") {
+    let query = request.query_string_parameters_ref();
+    let first = |name| query.and_then(|query| query.first(name));
+    let limit = match first("limit") {
         None => 20.min(limits.list_max_limit),
         Some(raw) => match raw.parse::<u32>() {
             Ok(limit) if (1..=limits.list_max_limit).contains(&limit) => limit,
@@ -99,7 +103,7 @@ pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u
             }
         },
     };
-    let cursor = match query.first("cursor") {
+    let cursor = match first("cursor") {
         None => None,
         Some(raw) => Some(Uuid::try_parse(raw).map_err(|_| {
             ApiError::bad_request(

@@ -197,9 +197,11 @@ impl Outbox {
     /// Writes every record waiting: the log records through `tracing`, the
     /// EMF lines in one write.
     pub fn flush(&self) {
-        let pending = std::mem::take(&mut *lock(&self.pending));
+        let mut pending = lock(&self.pending);
         if !pending.is_empty() {
             self.write(&pending);
+            // Cleared in place: the next request's push does not allocate.
+            pending.clear();
         }
     }
 
