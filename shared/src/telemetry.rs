@@ -164,11 +164,6 @@ impl Outbox {
         }
     }
 
-    /// The CloudWatch namespace of the EMF lines, `None` when metrics are off.
-    pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-
     /// From now on records wait for [`Outbox::flush`]; whoever calls this
     /// must call it after every request ([`crate::runtime::run`] does).
     pub fn defer(&self) {
