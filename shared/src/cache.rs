@@ -25,7 +25,7 @@ use crate::config::{CacheConfig, RedisConfig};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Script, ScriptInvocation, Value};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::LazyLock;
@@ -285,11 +285,7 @@ impl UserCache {
     /// Opens the connection now (during init) and checks it answers.
     pub async fn ping(&self) -> Result<(), CacheError> {
         let ping = redis::cmd("PING");
-        self.call(|mut connection| {
-            let ping = &ping;
-            async move { ping.query_async(&mut connection).await }
-        })
-        .await
+        self.query(&ping).await
     }
 
     pub fn key(&self, id: Uuid) -> String {
@@ -303,12 +299,7 @@ impl UserCache {
     pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
         let lease = Lease::new();
         let lookup = lookup_command(&self.key(id), &lease.token, millis(self.lease));
-        let found: Option<Vec<u8>> = self
-            .call(|mut connection| {
-                let lookup = &lookup;
-                async move { lookup.query_async(&mut connection).await }
-            })
-            .await?;
+        let found: Option<Vec<u8>> = self.query(&lookup).await?;
         let Some(mut value) = found else {
             return Ok(Lookup::Leased(lease));
         };
@@ -345,12 +336,7 @@ impl UserCache {
         };
         let mut invocation = COMPARE_AND_SET.key(self.key(id));
         invocation.arg(&lease.token).arg(value).arg(ttl);
-        let stored: i64 = self
-            .call(|mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
+        let stored: i64 = self.invoke(&invocation).await?;
         Ok(stored == 1)
     }
 
@@ -362,12 +348,7 @@ impl UserCache {
             .arg(value)
             .arg(&lease.token)
             .arg(millis(self.lease));
-        let taken: i64 = self
-            .call(|mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
+        let taken: i64 = self.invoke(&invocation).await?;
         Ok((taken == 1).then_some(lease))
     }
 
@@ -383,12 +364,7 @@ impl UserCache {
         invocation
             .arg(&guard.token[..])
             .arg(millis(self.write_guard));
-        let _: i64 = self
-            .call(|mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
+        let _: i64 = self.invoke(&invocation).await?;
         Ok(guard)
     }
 
@@ -398,12 +374,7 @@ impl UserCache {
     pub async fn release_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
         let mut invocation = RELEASE.key(self.key(id));
         invocation.arg(&guard.token[..]);
-        let _: i64 = self
-            .call(|mut connection| {
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
+        let _: i64 = self.invoke(&invocation).await?;
         Ok(())
     }
 
@@ -412,11 +383,22 @@ impl UserCache {
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
         let mut delete = redis::cmd("DEL");
         delete.arg(self.key(id));
-        self.call(|mut connection| {
-            let delete = &delete;
-            async move { delete.query_async(&mut connection).await }
-        })
-        .await
+        self.query(&delete).await
+    }
+
+    /// Sends `command` through [`UserCache::call`].
+    async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, CacheError> {
+        self.call(|mut connection| async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// Runs a script `invocation` through [`UserCache::call`].
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, CacheError> {
+        self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await
     }
 
     /// Runs one Redis call within `REDIS_RESPONSE_TIMEOUT_MS`. A call that
