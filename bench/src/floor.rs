@@ -144,6 +144,19 @@ pub async fn measure(
 /// from stalling the suite.
 const CALL_LIMIT: Duration = Duration::from_secs(5);
 
+impl Clients {
+    /// The miss floors' Postgres part: the SELECT, the row decoded and
+    /// serialized as the body a fill stores.
+    async fn select_body(&self) -> Result<Vec<u8>, BoxError> {
+        let row = self
+            .pg
+            .query_opt(&self.select, &[&self.id])
+            .await?
+            .ok_or("row missing")?;
+        Ok(serde_json::to_vec(&to_user(&row))?)
+    }
+}
+
 async fn call(floor: Floor, clients: Arc<Clients>, i: usize) -> Check {
     let result = async {
         Ok::<Check, BoxError>(match floor {
@@ -172,12 +185,7 @@ async fn call(floor: Floor, clients: Arc<Clients>, i: usize) -> Check {
                 let key = format!("{}{i}", clients.fill_prefix);
                 let mut redis = clients.multiplexed.clone();
                 let cached: Option<Vec<u8>> = redis.get(&key).await?;
-                let row = clients
-                    .pg
-                    .query_opt(&clients.select, &[&clients.id])
-                    .await?
-                    .ok_or("row missing")?;
-                let body = serde_json::to_vec(&to_user(&row))?;
+                let body = clients.select_body().await?;
                 let () = redis.set_ex(&key, body, 3600).await?;
                 cached.map(|_| "fill key already set".to_owned())
             }
@@ -195,12 +203,7 @@ async fn call(floor: Floor, clients: Arc<Clients>, i: usize) -> Check {
                 let cached: Option<Vec<u8>> = lookup_command(&key, token.as_bytes(), 3000)
                     .query_async(&mut redis)
                     .await?;
-                let row = clients
-                    .pg
-                    .query_opt(&clients.select, &[&clients.id])
-                    .await?
-                    .ok_or("row missing")?;
-                let body = serde_json::to_vec(&to_user(&row))?;
+                let body = clients.select_body().await?;
                 let stored: i64 = COMPARE_AND_SET
                     .key(&key)
                     .arg(&token)
