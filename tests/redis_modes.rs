@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use test_support::redis_modes::{RedisCluster, RedisTlsServer};
 use test_support::tls::{TestCa, certificate_error};
+use users_api::cache::lookup_command;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,12 +74,6 @@ async fn rediss_refuses_a_server_certificate_from_an_untrusted_ca() {
     }
 }
 
-/// One key, read-or-lease, like the cache's lookup script.
-const ONE_KEY_SCRIPT: &str = "local v = redis.call('GET', KEYS[1])
-     if v then return v end
-     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-     return false";
-
 async fn cluster_connection(cluster: &RedisCluster) -> redis::cluster_async::ClusterConnection {
     let mut builder = ClusterClient::builder(cluster.urls())
         .connection_timeout(TIMEOUT)
@@ -97,41 +92,35 @@ async fn cluster_connection(cluster: &RedisCluster) -> redis::cluster_async::Clu
 }
 
 #[tokio::test]
-async fn one_key_scripts_work_on_keys_of_every_cluster_node() {
-    one_key_scripts_work_on_every_node_of(RedisCluster::start()).await;
+async fn the_lease_lookup_works_on_keys_of_every_cluster_node() {
+    the_lease_lookup_works_on_every_node_of(RedisCluster::start()).await;
 }
 
 #[tokio::test]
-async fn one_key_scripts_work_on_every_node_of_a_tls_cluster() {
-    one_key_scripts_work_on_every_node_of(RedisCluster::start_with_tls()).await;
+async fn the_lease_lookup_works_on_every_node_of_a_tls_cluster() {
+    the_lease_lookup_works_on_every_node_of(RedisCluster::start_with_tls()).await;
 }
 
-async fn one_key_scripts_work_on_every_node_of(cluster: RedisCluster) {
+async fn the_lease_lookup_works_on_every_node_of(cluster: RedisCluster) {
     // Arrange
     let mut connection = cluster_connection(&cluster).await;
-    let script = redis::Script::new(ONE_KEY_SCRIPT);
     let keys: Vec<String> = (0..30).map(|i| format!("users-api:v1:user:{i}")).collect();
 
     // Act: the first call on each key takes the lease, the second reads it.
     for key in &keys {
-        let first: Option<String> = script
-            .key(key)
-            .arg(format!("lease-{key}"))
-            .arg(60_000)
-            .invoke_async(&mut connection)
+        let token = format!("lease-{key}");
+        let first: Option<String> = lookup_command(key, token.as_bytes(), 60_000)
+            .query_async(&mut connection)
             .await
             .unwrap();
         assert_eq!(first, None, "{key} was empty");
-        let second: Option<String> = script
-            .key(key)
-            .arg("other")
-            .arg(60_000)
-            .invoke_async(&mut connection)
+        let second: Option<String> = lookup_command(key, b"other", 60_000)
+            .query_async(&mut connection)
             .await
             .unwrap();
 
         // Assert
-        assert_eq!(second.as_deref(), Some(format!("lease-{key}").as_str()));
+        assert_eq!(second.as_deref(), Some(token.as_str()));
     }
     let mut nodes_with_keys = HashSet::new();
     for index in 0..cluster.ports.len() {
