@@ -62,7 +62,7 @@ pub struct RedisConfig {
 
 #[derive(Clone)]
 pub struct CacheConfig {
-    /// Keys are `{key_prefix}:v1:user:{id}`; the `v1` changes with the entry format.
+    /// Keys are `{key_prefix}:v3:user:{id}`; the `v3` changes with the entry format.
     pub key_prefix: String,
     pub ttl: Duration,
     pub negative_ttl: Duration,
@@ -70,7 +70,7 @@ pub struct CacheConfig {
     pub lease: Duration,
     /// How long a miss waits for another caller's fill before going to Postgres.
     pub fill_wait: Duration,
-    /// How long a write's guard blocks fills if its final delete is lost.
+    /// How long a write's guard blocks fills if its cleanup after the commit is lost.
     /// Longer than any write can take, see [`Config::from_lookup`].
     pub write_guard: Duration,
 }

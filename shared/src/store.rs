@@ -112,8 +112,8 @@ pub struct UserStore {
 impl UserStore {
     /// Builds the pool; connects lazily, see [`UserStore::warm_up`].
     /// `sslmode=require` connects through rustls and verifies the server's
-    /// certificate (system-independent roots plus `PG_CA_FILE`); other modes
-    /// connect in plain text.
+    /// certificate (against `PG_CA_FILE`, or the system roots without it);
+    /// other modes connect in plain text.
     pub fn new(
         config: &PostgresConfig,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync + 'static>> {
