@@ -10,20 +10,22 @@
 //! `password` field. A URL then needs no password, and rotation needs no
 //! redeploy (new sandboxes read the new value).
 //!
-//! One request per cold start does not justify an HTTP client dependency: this
-//! is a minimal HTTP/1.1 GET over a loopback socket, bounded by a timeout.
+//! The GET goes through hyper's HTTP/1.1 client connection, which the Lambda
+//! runtime links already, over one loopback socket, bounded by a timeout.
 //! Errors never carry the response body, which may hold the secret.
 
 use crate::config::ConfigError;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The extension's port when `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT` is unset.
 pub const DEFAULT_EXTENSION_PORT: u16 = 2773;
 
 /// Largest answer read: a secret is at most 64 KiB, plus its metadata.
-const MAX_RESPONSE_BYTES: u64 = 256 * 1024;
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// Why the password could not be read. Never holds any part of the secret.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum SecretsError {
     Status(u16),
     #[error("the Parameters and Secrets extension sent a malformed answer ({0})")]
     Malformed(&'static str),
+    #[error("the Parameters and Secrets extension's answer could not be read")]
+    Http(#[source] hyper::Error),
     #[error("the secret has no SecretString (binary secrets are not supported)")]
     NoSecretString,
     #[error("the secret is a JSON object without a string \"password\" field")]
@@ -80,7 +84,9 @@ pub async fn database_password_from_extension(
                 {
                     return Err(SecretsError::Io { port, source });
                 }
-                Err(error @ SecretsError::Malformed(_)) => return Err(error),
+                Err(error @ (SecretsError::Malformed(_) | SecretsError::Http(_))) => {
+                    return Err(error);
+                }
                 // Not listening yet, or listening but not ready: try again.
                 _ => {}
             }
@@ -146,68 +152,41 @@ fn password_from_response(body: &[u8]) -> Result<String, SecretsError> {
     }
 }
 
-/// One `GET` with `Connection: close`; returns the status and the body.
+/// One GET to the extension: its status and body (at most
+/// `MAX_RESPONSE_BYTES`).
 async fn http_get(port: u16, path: &str, token: &str) -> Result<(u16, Vec<u8>), SecretsError> {
-    let io = |source| SecretsError::Io { port, source };
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(io)?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\n\
-         X-Aws-Parameters-Secrets-Token: {token}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
-    let mut response = Vec::new();
-    let mut limited = stream.take(MAX_RESPONSE_BYTES + 1);
-    limited.read_to_end(&mut response).await.map_err(io)?;
-    if response.len() as u64 > MAX_RESPONSE_BYTES {
-        return Err(SecretsError::Malformed("the answer is too large"));
-    }
-    let split = find(&response, b"\r\n\r\n").ok_or(SecretsError::Malformed("no header end"))?;
-    let head = std::str::from_utf8(&response[..split])
-        .map_err(|_| SecretsError::Malformed("the header is not UTF-8"))?;
-    let body = &response[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or(SecretsError::Malformed("no status line"))?;
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
-        })
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|source| SecretsError::Io { port, source })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SecretsError::Http)?;
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, format!("localhost:{port}"))
+        .header("X-Aws-Parameters-Secrets-Token", token)
+        .header(hyper::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| SecretsError::InvalidToken)?;
+    let exchange = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(SecretsError::Http)?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|_| SecretsError::Malformed("the answer is too large or cut short"))?
+            .to_bytes();
+        Ok((status, body.to_vec()))
     };
-    if header("transfer-encoding").is_some_and(|value| value.eq_ignore_ascii_case("chunked")) {
-        return Ok((status, dechunk(body)?));
-    }
-    match header("content-length").map(str::parse::<usize>) {
-        Some(Ok(length)) if length <= body.len() => Ok((status, body[..length].to_vec())),
-        Some(_) => Err(SecretsError::Malformed(
-            "the body is shorter than its length",
-        )),
-        None => Ok((status, body.to_vec())),
-    }
-}
-
-/// Decodes a `Transfer-Encoding: chunked` body.
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, SecretsError> {
-    let malformed = SecretsError::Malformed("bad chunked encoding");
-    let mut decoded = Vec::new();
-    loop {
-        let line_end = find(body, b"\r\n").ok_or(SecretsError::Malformed("bad chunk size"))?;
-        let size = std::str::from_utf8(&body[..line_end])
-            .ok()
-            .and_then(|line| usize::from_str_radix(line.split(';').next()?.trim(), 16).ok())
-            .ok_or(SecretsError::Malformed("bad chunk size"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(decoded);
-        }
-        if body.len() < size + 2 {
-            return Err(malformed);
-        }
-        decoded.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
+    let mut exchange = std::pin::pin!(exchange);
+    // The connection drives the socket. When it ends first (the server
+    // closed it), the exchange still holds the answer, or the reason it has
+    // none.
+    tokio::select! {
+        result = &mut exchange => result,
+        _ = connection => exchange.await,
     }
 }
 
@@ -276,15 +255,6 @@ mod tests {
             percent_encode("arn:aws:secretsmanager:us-east-1:1:secret:db/app+x"),
             "arn%3Aaws%3Asecretsmanager%3Aus-east-1%3A1%3Asecret%3Adb%2Fapp%2Bx"
         );
-    }
-
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(
-            dechunk(b"4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n").unwrap(),
-            b"Wikipedia"
-        );
-        assert!(dechunk(b"9\r\nWiki\r\n").is_err());
     }
 
     #[test]
