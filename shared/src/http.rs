@@ -62,11 +62,11 @@ pub fn json_body<T: DeserializeOwned>(request: &Request, limits: &Limits) -> Res
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(';').next())
         .map(|media_type| {
-            let media_type = media_type.trim();
-            media_type.eq_ignore_ascii_case("application/json")
+            let media_type = media_type.trim().to_ascii_lowercase();
+            media_type == "application/json"
                 || (media_type.len() > 5
-                    && media_type.to_ascii_lowercase().starts_with("application/")
-                    && media_type.to_ascii_lowercase().ends_with("+json"))
+                    && media_type.starts_with("application/")
+                    && media_type.ends_with("+json"))
         })
         .unwrap_or(false);
     if !is_json {
