@@ -57,28 +57,27 @@ pub enum TlsError {
 /// otherwise (RDS Proxy's certificates chain to public CAs).
 pub fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    if ca_file.is_none() {
+    let Some(path) = ca_file else {
         // Unreadable entries are skipped; an empty store refuses every server.
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
-    }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|source| TlsError::ReadCaFile {
+        return Ok(roots);
+    };
+    let pem = std::fs::read(path).map_err(|source| TlsError::ReadCaFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::InvalidPem {
             path: path.to_owned(),
             source,
         })?;
-        let certificates = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::InvalidPem {
-                path: path.to_owned(),
-                source,
-            })?;
-        let (added, _ignored) = roots.add_parsable_certificates(certificates);
-        if added == 0 {
-            return Err(TlsError::NoCertificates {
-                path: path.to_owned(),
-            });
-        }
+    let (added, _ignored) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(TlsError::NoCertificates {
+            path: path.to_owned(),
+        });
     }
     Ok(roots)
 }
