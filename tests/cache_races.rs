@@ -11,8 +11,9 @@ use test_support::functions::{delete, find, update};
 use test_support::servers::RedisServer;
 use test_support::*;
 use tokio::task::JoinSet;
-use users_api::cache::{GUARD_SCRIPT, Lookup, RELEASE_SCRIPT};
-use users_api::pause::PausePoint;
+use users_api::cache::Lookup;
+use users_api::hooks::{PausePoint, Point};
+use users_api::testing::{GUARD_SCRIPT, RELEASE_SCRIPT};
 use uuid::Uuid;
 
 /// A `find` on one instance misses, reads the row and parks before its fill;
@@ -24,7 +25,7 @@ async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Re
     let id = create_user(&env.state, "old@example.com", "Old").await;
     let pause = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
-    reader.users.pause_before_fill(pause.clone());
+    reader.users.pause_at(Point::BeforeFill, pause.clone());
 
     let parked_find = find(&reader, request_for("find-user.v2", id));
     let written = async {
@@ -99,10 +100,14 @@ async fn overlapping_writes_keep_the_cache_closed_until_the_last_one_is_done() {
             ("REDIS_RESPONSE_TIMEOUT_MS", "500"),
         ])
         .await;
-    second.users.pause_before_write(second_parked.clone());
+    second
+        .users
+        .pause_at(Point::BeforeWrite, second_parked.clone());
     let fill_parked = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
-    reader.users.pause_before_fill(fill_parked.clone());
+    reader
+        .users
+        .pause_at(Point::BeforeFill, fill_parked.clone());
     let body = |email: &str| json!({"email": email, "name": "Two"});
 
     // Act

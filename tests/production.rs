@@ -11,7 +11,7 @@ use test_support::redis_modes::{RedisCluster, RedisTlsServer};
 use test_support::secrets_extension::{Behaviour, SecretsExtension};
 use test_support::tls::{PostgresTlsServer, TempDir};
 use test_support::*;
-use users_api::pause::PausePoint;
+use users_api::hooks::{PausePoint, Point};
 use users_api::{AppState, Config};
 use uuid::Uuid;
 
@@ -177,7 +177,7 @@ async fn exercise_cluster(cluster: &RedisCluster, extra: &[(&str, &str)]) {
     let env = TestEnv::with_settings(&settings).await;
     let pause = Arc::new(PausePoint::default());
     let mut reader = env.instance(&[]).await;
-    reader.users.pause_before_fill(pause.clone());
+    reader.users.pause_at(Point::BeforeFill, pause.clone());
     let mut ids = Vec::new();
     for n in 0..6 {
         ids.push(create_user(&env.state, &format!("c{n}@example.com"), "Clustered").await);

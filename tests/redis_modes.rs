@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 use test_support::redis_modes::{RedisCluster, RedisTlsServer};
 use test_support::tls::{TestCa, certificate_error};
-use users_api::cache::lookup_command;
+use users_api::testing::lookup_command;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use test_support::capture::Captured;
 use test_support::servers::{RedisServer, free_port};
-use users_api::service::CacheStatus;
-use users_api::telemetry::RequestLog;
+use users_api::telemetry::{CacheStatus, Measured, Record};
 use users_api::{AppState, Config};
 
 #[test]
@@ -17,14 +16,19 @@ fn a_request_is_one_json_record_with_id_route_status_cache_and_latency() {
     let _guard = captured.install(tracing::Level::TRACE);
 
     // Act
-    RequestLog {
-        request_id: "8f1c2a4e-req",
+    Record {
+        request_id: "8f1c2a4e-req".to_owned(),
         route: "GET /users/{id}",
+        function: "find-user",
         status: 200,
-        cache: Some(CacheStatus::Hit),
         latency: Duration::from_micros(1250),
+        measured: Measured {
+            cache: Some(CacheStatus::Hit),
+            ..Measured::default()
+        },
+        cold_start: false,
     }
-    .emit();
+    .log();
 
     // Assert
     let text = captured.text();
@@ -91,13 +95,14 @@ async fn no_password_or_connection_string_reaches_logs_or_errors() {
     let state = AppState::connect(&config).await.expect("init survives");
     let find = state.users.find(uuid::Uuid::now_v7()).await;
     messages.push(format!("{:?}", find.err()));
-    tracing::info!(endpoint = %users_api::telemetry::redacted_endpoint(&database_url), "connecting");
     let logs = captured.text();
 
     // Assert: the failures were logged (so the test can see a leak) ...
     assert!(logs.contains("Postgres unavailable at init"), "{logs}");
     assert!(logs.contains("Redis unavailable at init"), "{logs}");
+    // The init warnings say where, without credentials.
     assert!(logs.contains("postgres://127.0.0.1:"), "{logs}");
+    assert!(logs.contains("redis://127.0.0.1:"), "{logs}");
     // ... and nothing shows a password or a full URL.
     let everything = format!("{logs}\n{}", messages.join("\n"));
     for secret in [DB_PASSWORD, REDIS_PASSWORD, &database_url, &redis_url] {

@@ -18,14 +18,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Statement};
-use users_api::cache::lookup_command;
+use users_api::testing::lookup_command;
 use uuid::Uuid;
 
 const SELECT: &str = "SELECT id, email, name, created_at, updated_at FROM users WHERE id = $1";
 
 /// The cache's own fill script, sent raw: the "reference" rows.
 static COMPARE_AND_SET: LazyLock<Script> =
-    LazyLock::new(|| Script::new(users_api::cache::COMPARE_AND_SET_SCRIPT));
+    LazyLock::new(|| Script::new(users_api::testing::COMPARE_AND_SET_SCRIPT));
 
 /// One caller's raw clients.
 pub struct Clients {

@@ -8,14 +8,9 @@
 
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::service::CacheStatus;
-use crate::state::AppState;
-use crate::telemetry;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
-use std::future::Future;
-use std::time::Instant;
 use uuid::Uuid;
 
 /// What a function serves: its route and every status it can answer with.
@@ -197,42 +192,6 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
     }
     let body = serde_json::json!({ "code": error.code(), "message": error.public_message() });
     json(status, body.to_string().into_bytes())
-}
-
-/// Runs one request's `work` and turns its result into what the handler
-/// returns to the runtime: the response, or the error as JSON. Never `Err`,
-/// since a returned error reaches the client as Lambda's own 502. Hands the
-/// request's telemetry to the state's [`telemetry::Outbox`]: one log record
-/// (request id, route, status, cache outcome, latency) and one EMF metrics
-/// line (cache outcome, Postgres and Redis time, cold start), written after
-/// the response has been posted when the runtime defers them.
-pub async fn serve(
-    state: &AppState,
-    route: &Route,
-    request: &Request,
-    work: impl Future<Output = Result<Response<Body>, ApiError>>,
-) -> Result<Response<Body>, lambda_http::Error> {
-    let started = Instant::now();
-    let (result, postgres, redis) = telemetry::measure(work).await;
-    let response = result.unwrap_or_else(|error| error_response(&error));
-    let latency = started.elapsed();
-    let cache = response
-        .headers()
-        .get(X_CACHE)
-        .and_then(|value| CacheStatus::from_header(value.as_bytes()));
-    state.telemetry.submit(telemetry::Record {
-        request_id: request
-            .lambda_context_ref()
-            .map_or_else(|| "-".to_owned(), |context| context.request_id.clone()),
-        route: route.name,
-        function: route.function,
-        status: response.status().as_u16(),
-        cache,
-        latency,
-        postgres,
-        redis,
-    });
-    Ok(response)
 }
 
 /// Displays an error and its sources, `outer: inner: root`.

@@ -1,16 +1,33 @@
 //! The users API library, linked by every function.
 //!
-//! Request flow: handler (in `functions/<name>`) -> [`http`] (parse the event,
-//! shape the response) -> [`service`] (cache-aside and invalidation) ->
-//! [`store`] (Postgres) and [`cache`] (Redis). [`state`] builds the clients
-//! once per cold start from [`config`].
+//! # Layout
+//!
+//! A request goes down the layers and its answer comes back up: the handler
+//! (in `functions/<name>`) -> [`state`] (runs it with its telemetry) ->
+//! [`http`] (parse the event, shape the response) -> [`service`]
+//! (cache-aside) -> [`store`] (Postgres) and [`cache`] (Redis).
+//!
+//! Imports run one way, from a layer to the layers below it, never up:
+//!
+//! | layer | modules |
+//! |---|---|
+//! | runtime | [`runtime`], [`state`], [`migrate`] |
+//! | HTTP | [`http`] |
+//! | cache-aside | [`service`] (`find.rs`: a miss goes to Postgres; `write.rs`) |
+//! | I/O | [`store`] (Postgres), [`cache`] (Redis) |
+//! | telemetry | [`telemetry`] (nothing from the domain) |
+//! | domain | [`user`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |
+//!
+//! The `layers` test fails when an import goes up or round in a circle.
+//! docs/cache.md describes the cache protocol; docs/configuration.md every
+//! setting.
 
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod migrate;
-pub mod pause;
 pub mod runtime;
 pub mod secrets;
 pub mod service;
@@ -20,6 +37,18 @@ pub mod telemetry;
 pub mod tls;
 pub mod user;
 
+#[cfg(test)]
+mod layers;
+
 pub use config::Config;
 pub use error::ApiError;
 pub use state::AppState;
+
+/// The cache's raw protocol, for tests that drive Redis directly and for the
+/// bench's floors (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+pub mod testing {
+    pub use crate::cache::protocol::{
+        COMPARE_AND_SET_SCRIPT, GUARD_SCRIPT, RELEASE_SCRIPT, lookup_command,
+    };
+}

@@ -14,15 +14,11 @@
 //! runtime links already, over one loopback socket, bounded by a timeout.
 //! Errors never carry the response body, which may hold the secret.
 
-use crate::config::ConfigError;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use std::time::Duration;
 use tokio::net::TcpStream;
-
-/// The extension's port when `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT` is unset.
-pub const DEFAULT_EXTENSION_PORT: u16 = 2773;
 
 /// Largest answer read: a secret is at most 64 KiB, plus its metadata.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -111,24 +107,6 @@ pub fn apply_password<'a>(
     password: &str,
 ) -> &'a mut tokio_postgres::Config {
     config.password(password)
-}
-
-/// `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT` read through `lookup`, or
-/// [`DEFAULT_EXTENSION_PORT`].
-pub fn extension_port(lookup: impl Fn(&str) -> Option<String>) -> Result<u16, ConfigError> {
-    const VARIABLE: &str = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT";
-    match lookup(VARIABLE).filter(|value| !value.trim().is_empty()) {
-        None => Ok(DEFAULT_EXTENSION_PORT),
-        Some(raw) => raw
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|port| *port > 0)
-            .ok_or(ConfigError {
-                variable: VARIABLE,
-                problem: "must be a TCP port number",
-            }),
-    }
 }
 
 /// The `GetSecretValue` JSON -> the password.
@@ -255,15 +233,5 @@ mod tests {
             percent_encode("arn:aws:secretsmanager:us-east-1:1:secret:db/app+x"),
             "arn%3Aaws%3Asecretsmanager%3Aus-east-1%3A1%3Asecret%3Adb%2Fapp%2Bx"
         );
-    }
-
-    #[test]
-    fn the_port_defaults_to_2773_and_rejects_nonsense() {
-        assert_eq!(extension_port(|_| None).unwrap(), 2773);
-        assert_eq!(extension_port(|_| Some("2774".into())).unwrap(), 2774);
-        for bad in ["0", "70000", "http"] {
-            let error = extension_port(|_| Some(bad.into())).unwrap_err();
-            assert_eq!(error.variable, "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT");
-        }
     }
 }

@@ -1,12 +1,17 @@
-//! The state a function builds once per cold start and lends to every request.
+//! The state a function builds once per cold start and lends to every
+//! request, and [`AppState::serve`], which runs one request with it.
 
 use crate::cache::UserCache;
 use crate::config::{Config, Limits};
+use crate::error::ApiError;
+use crate::http::{self, Route};
 use crate::secrets;
 use crate::service::UserService;
 use crate::store::UserStore;
-use crate::telemetry::Outbox;
-use lambda_http::tracing;
+use crate::telemetry::{self, Outbox, Record};
+use lambda_http::{Body, Request, RequestExt, Response, tracing};
+use std::future::Future;
+use std::time::Instant;
 
 pub struct AppState {
     pub users: UserService,
@@ -42,17 +47,45 @@ impl AppState {
         }
         let store = UserStore::new(&postgres)?;
         let cache = UserCache::new(&config.redis, &config.cache)?;
-        let (postgres, redis) = tokio::join!(store.warm_up(), cache.ping());
-        if let Err(error) = postgres {
-            tracing::warn!(error = %error, "Postgres unavailable at init; requests answer 503 until it is back");
+        let (postgres_up, redis_up) = tokio::join!(store.warm_up(), cache.ping());
+        if let Err(error) = postgres_up {
+            tracing::warn!(endpoint = %postgres.endpoint, error = %error, "Postgres unavailable at init; requests answer 503 until it is back");
         }
-        if let Err(error) = redis {
-            tracing::warn!(error = %error, "Redis unavailable at init; serving from Postgres until it is back");
+        if let Err(error) = redis_up {
+            tracing::warn!(endpoint = %config.redis.endpoint, error = %error, "Redis unavailable at init; serving from Postgres until it is back");
         }
         Ok(Self {
             users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
             telemetry: Outbox::new(config.metrics_namespace.clone()),
         })
+    }
+
+    /// Runs one request's `work` and turns its result into what the handler
+    /// returns to the runtime: the response, or the error as JSON. Never
+    /// `Err`, since a returned error reaches the client as Lambda's own 502.
+    /// Hands the request's [`Record`] (request id, route, status, latency,
+    /// Postgres and Redis time, cache outcome) to the [`Outbox`].
+    pub async fn serve(
+        &self,
+        route: &Route,
+        request: &Request,
+        work: impl Future<Output = Result<Response<Body>, ApiError>>,
+    ) -> Result<Response<Body>, lambda_http::Error> {
+        let started = Instant::now();
+        let (result, measured) = telemetry::measure(work).await;
+        let response = result.unwrap_or_else(|error| http::error_response(&error));
+        self.telemetry.submit(Record {
+            request_id: request
+                .lambda_context_ref()
+                .map_or_else(|| "-".to_owned(), |context| context.request_id.clone()),
+            route: route.name,
+            function: route.function,
+            status: response.status().as_u16(),
+            latency: started.elapsed(),
+            measured,
+            cold_start: false,
+        });
+        Ok(response)
     }
 }

@@ -14,7 +14,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::serve(state, &ROUTE, &request, find(state, &request)).await
+    state.serve(&ROUTE, &request, find(state, &request)).await
 }
 
 async fn find(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

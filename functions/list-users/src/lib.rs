@@ -13,7 +13,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::serve(state, &ROUTE, &request, list(state, &request)).await
+    state.serve(&ROUTE, &request, list(state, &request)).await
 }
 
 async fn list(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

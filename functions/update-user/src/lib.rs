@@ -16,7 +16,7 @@ pub const ROUTE: http::Route = http::Route {
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
-    http::serve(state, &ROUTE, &request, update(state, &request)).await
+    state.serve(&ROUTE, &request, update(state, &request)).await
 }
 
 async fn update(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {

@@ -26,6 +26,9 @@ pub struct Config {
 pub struct PostgresConfig {
     /// Parsed from `DATABASE_URL`; holds the password, so never logged.
     pub connection: tokio_postgres::Config,
+    /// Where `DATABASE_URL` points, without user, password or query: what
+    /// logs may say.
+    pub endpoint: String,
     pub pool_max_size: usize,
     pub connect_timeout: Duration,
     pub pool_wait_timeout: Duration,
@@ -52,6 +55,8 @@ pub struct RedisConfig {
     /// `REDIS_URL`; may hold a password, so never logged. In cluster mode a
     /// comma-separated list of seed nodes (one is enough).
     pub url: String,
+    /// `url` without passwords: what logs may say.
+    pub endpoint: String,
     /// `REDIS_CLUSTER=true`: Redis Cluster (ElastiCache Serverless, cluster mode).
     pub cluster: bool,
     /// Extra CA (PEM) trusted for `rediss://`; the system roots otherwise.
@@ -120,7 +125,8 @@ impl Config {
     /// without touching the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let connection = crate::tls::normalize_sslmode(&env.required("DATABASE_URL")?)
+        let database_url = env.required("DATABASE_URL")?;
+        let connection = crate::tls::normalize_sslmode(&database_url)
             .parse::<tokio_postgres::Config>()
             .map_err(|_| ConfigError {
                 variable: "DATABASE_URL",
@@ -139,6 +145,7 @@ impl Config {
         let defaults = Limits::default();
         let postgres = PostgresConfig {
             connection,
+            endpoint: redacted_endpoint(&database_url),
             pool_max_size: env.parse("PG_POOL_MAX_SIZE", 2)?,
             connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
             pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
@@ -148,7 +155,10 @@ impl Config {
                 None => None,
                 Some(secret_id) => Some(SecretSource {
                     secret_id,
-                    port: crate::secrets::extension_port(&lookup)?,
+                    port: env.parse(
+                        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
+                        DEFAULT_EXTENSION_PORT,
+                    )?,
                     token: env.required("AWS_SESSION_TOKEN")?,
                     timeout: env.millis("SECRETS_TIMEOUT_MS", 2000)?,
                 }),
@@ -164,6 +174,11 @@ impl Config {
         Ok(Self {
             postgres,
             redis: RedisConfig {
+                endpoint: redis_url
+                    .split(',')
+                    .map(|url| redacted_endpoint(url.trim()))
+                    .collect::<Vec<_>>()
+                    .join(","),
                 url: redis_url,
                 cluster: env.flag("REDIS_CLUSTER", false)?,
                 ca_file: env.optional("REDIS_CA_FILE").map(PathBuf::from),
@@ -192,6 +207,24 @@ impl Config {
             }),
         })
     }
+}
+
+/// The port of the AWS Parameters and Secrets Lambda Extension when
+/// `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT` is unset.
+pub const DEFAULT_EXTENSION_PORT: u16 = 2773;
+
+/// `scheme://host:port/path` of a URL: no user, password or query (where
+/// libpq URLs may carry `password=`). How a URL reaches a log.
+fn redacted_endpoint(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    let rest = &rest[..end];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let host = match rest[..authority_end].rsplit_once('@') {
+        Some((_, host)) => host,
+        None => &rest[..authority_end],
+    };
+    format!("{scheme}://{host}{}", &rest[authority_end..])
 }
 
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -246,109 +279,4 @@ impl Env<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
-
-    const REQUIRED: [(&str, &str); 2] = [
-        ("DATABASE_URL", "postgres://app:s3cret@localhost/users"),
-        ("REDIS_URL", "redis://127.0.0.1:6379"),
-    ];
-
-    #[test]
-    fn defaults_apply_when_only_required_values_are_set() {
-        let config = Config::from_lookup(lookup(&REQUIRED)).unwrap();
-        assert_eq!(config.cache.ttl, Duration::from_secs(3600));
-        assert_eq!(config.cache.key_prefix, "users-api");
-        assert_eq!(config.postgres.pool_max_size, 2);
-        assert_eq!(config.limits.max_body_bytes, 16384);
-        assert_eq!(config.cache.write_guard, Duration::from_millis(13_000));
-        assert!(!config.redis.cluster);
-        assert!(config.postgres.secret.is_none());
-        assert_eq!(config.metrics_namespace.as_deref(), Some("users-api"));
-    }
-
-    #[test]
-    fn production_settings_are_read() {
-        let config = Config::from_lookup(lookup(&[
-            (
-                "DATABASE_URL",
-                "postgres://app@db.example.com/users?sslmode=verify-full",
-            ),
-            (
-                "REDIS_URL",
-                "rediss://a.example.com:6379,rediss://b.example.com:6379",
-            ),
-            ("REDIS_CLUSTER", "true"),
-            ("PG_CA_FILE", "/opt/rds-global-bundle.pem"),
-            (
-                "DATABASE_SECRET_ARN",
-                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
-            ),
-            ("AWS_SESSION_TOKEN", "token"),
-            ("METRICS_ENABLED", "false"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            config.postgres.connection.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Require
-        );
-        assert!(config.redis.cluster);
-        assert_eq!(config.postgres.secret.unwrap().port, 2773);
-        assert!(config.metrics_namespace.is_none());
-        let error = Config::from_lookup(lookup(&[
-            REQUIRED[0],
-            REQUIRED[1],
-            (
-                "DATABASE_SECRET_ARN",
-                "arn:aws:secretsmanager:eu-west-1:1:secret:db",
-            ),
-        ]))
-        .err()
-        .unwrap();
-        assert_eq!(error.variable, "AWS_SESSION_TOKEN");
-    }
-
-    #[test]
-    fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
-        let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("REDIS_URL", "redis://x")], "DATABASE_URL"),
-            (&[("DATABASE_URL", "postgres://u:p@h/d")], "REDIS_URL"),
-            (
-                &[("DATABASE_URL", "mysql:// s3cret"), REQUIRED[1]],
-                "DATABASE_URL",
-            ),
-            (
-                &[REQUIRED[0], ("REDIS_URL", "http://user:s3cret@h")],
-                "REDIS_URL",
-            ),
-            (
-                &[REQUIRED[0], REQUIRED[1], ("CACHE_TTL_SECONDS", "soon")],
-                "CACHE_TTL_SECONDS",
-            ),
-            (
-                &[REQUIRED[0], REQUIRED[1], ("CACHE_TTL_SECONDS", "0")],
-                "CACHE_TTL_SECONDS",
-            ),
-            (
-                &[REQUIRED[0], REQUIRED[1], ("PG_POOL_MAX_SIZE", "-1")],
-                "PG_POOL_MAX_SIZE",
-            ),
-        ];
-        for (pairs, variable) in cases {
-            let error = Config::from_lookup(lookup(pairs)).err().unwrap();
-            assert_eq!(error.variable, *variable);
-            let message = error.to_string();
-            assert!(message.contains(variable), "{message}");
-            assert!(!message.contains("s3cret"), "{message}");
-        }
-    }
-}
+mod tests;

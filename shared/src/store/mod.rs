@@ -7,12 +7,15 @@
 //! frozen and the server or a NAT dropped it) is replaced and the statement
 //! retried once.
 
+mod sql;
+
 use crate::config::PostgresConfig;
 use crate::error::ApiError;
+use crate::hooks::Counter;
+use crate::telemetry;
 use crate::user::{NewUser, User};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use sql::{DELETE, INSERT, LIST, SELECT, UPDATE};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -52,46 +55,10 @@ macro_rules! on_connection {
             }
         }
         .await;
-        crate::telemetry::record_postgres(started.elapsed());
+        telemetry::record_postgres(started.elapsed());
         result
     }};
 }
-
-/// The columns of a [`User`], in `to_user` order; a macro so the statements
-/// below are `&'static str` (no formatting per request).
-macro_rules! columns {
-    () => {
-        "id, email, name, version, created_at, updated_at"
-    };
-}
-
-const INSERT: &str = concat!(
-    "INSERT INTO users (id, email, name) VALUES ($1, $2, $3) RETURNING ",
-    columns!()
-);
-const SELECT: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
-const LIST: &str = concat!(
-    "SELECT ",
-    columns!(),
-    " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
-);
-/// Updates only if the version is one of `$4` (or `$4` is NULL), in one
-/// statement: the second branch returns the current row, unchanged, when the
-/// precondition failed, and nothing when there is no such user.
-const UPDATE: &str = concat!(
-    "WITH updated AS (UPDATE users SET email = $2, name = $3, version = version + 1, \
-     updated_at = now() WHERE id = $1 AND ($4::bigint[] IS NULL OR version = ANY($4)) \
-     RETURNING ",
-    columns!(),
-    ") SELECT *, true FROM updated UNION ALL SELECT ",
-    columns!(),
-    ", false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM updated)"
-);
-/// Deletes only if the version is one of `$2` (or `$2` is NULL); like UPDATE.
-const DELETE: &str = "WITH deleted AS (DELETE FROM users WHERE id = $1 \
-     AND ($2::bigint[] IS NULL OR version = ANY($2)) RETURNING id) \
-     SELECT true FROM deleted UNION ALL \
-     SELECT false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deleted)";
 
 /// The result of a conditional write.
 #[derive(Debug)]
@@ -105,7 +72,8 @@ pub enum Written<T> {
 #[derive(Clone)]
 pub struct UserStore {
     pool: Pool,
-    reads: Arc<AtomicU64>,
+    /// Single-user reads sent to Postgres (a test hook, see `hooks.rs`).
+    reads: Counter,
     client_timeout: std::time::Duration,
 }
 
@@ -152,7 +120,7 @@ impl UserStore {
             .build()?;
         Ok(Self {
             pool,
-            reads: Arc::default(),
+            reads: Counter::default(),
             // The server's statement_timeout fires first when the server is
             // alive; this one is for when it is not.
             client_timeout: config.statement_timeout + std::time::Duration::from_millis(500),
@@ -173,14 +141,8 @@ impl UserStore {
             .ok_or_else(|| ApiError::Internal("INSERT returned no row".into()))
     }
 
-    /// How many single-user reads this instance sent to Postgres: the figure
-    /// the cache exists to keep low (stampede tests, offload benchmark).
-    pub fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
-    }
-
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.reads.bump();
         Ok(self
             .query_opt(SELECT, &[&id])
             .await?
@@ -271,6 +233,15 @@ impl UserStore {
                 })
             }
         }
+    }
+}
+
+/// How many single-user reads this instance sent to Postgres: the figure
+/// the cache exists to keep low (stampede tests, offload benchmark).
+#[cfg(feature = "test-hooks")]
+impl UserStore {
+    pub fn reads(&self) -> u64 {
+        self.reads.get()
     }
 }
 

@@ -1,0 +1,198 @@
+//! The connection to Redis: one multiplexed connection to a standalone server
+//! that reconnects by itself, or a Redis Cluster (ElastiCache Serverless,
+//! cluster mode enabled), over TLS for `rediss://`. Every call is bounded by
+//! `REDIS_RESPONSE_TIMEOUT_MS` and retried once when its connection was cut.
+
+use crate::config::RedisConfig;
+use crate::telemetry;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a cache call did not complete. Either way the caller treats Redis as
+/// absent for this request.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis call failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Redis, as the cache calls it.
+#[derive(Clone)]
+pub(crate) struct Redis {
+    link: Link,
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    /// Connected on first use, so a cold start while Redis is down succeeds.
+    Cluster {
+        client: Arc<ClusterClient>,
+        connected: Arc<tokio::sync::Mutex<Option<ClusterConnection>>>,
+    },
+}
+
+/// The connection one call runs on.
+enum Active {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Redis {
+    /// Creates the client without waiting for Redis: a cold start while
+    /// Redis is down must still succeed.
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self, BoxError> {
+        let certificates = match &config.ca_file {
+            None => None,
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|error| {
+                    format!("cannot read REDIS_CA_FILE {}: {error}", path.display())
+                })?),
+            }),
+        };
+        let link = if config.cluster {
+            let nodes = config.url.split(',').map(str::trim);
+            let mut builder = ClusterClientBuilder::new(nodes)
+                .connection_timeout(config.connect_timeout)
+                .response_timeout(config.response_timeout)
+                .retries(1);
+            if let Some(certificates) = certificates {
+                builder = builder.certs(certificates);
+            }
+            Link::Cluster {
+                client: Arc::new(builder.build()?),
+                connected: Arc::default(),
+            }
+        } else {
+            Link::Single(manager(config, certificates)?)
+        };
+        Ok(Self {
+            link,
+            timeout: config.response_timeout,
+        })
+    }
+
+    /// Sends `command` through [`Redis::call`].
+    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, CacheError> {
+        self.call(|mut connection| async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// Runs a script `invocation` through [`Redis::call`].
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, CacheError> {
+        self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await
+    }
+
+    /// Runs one Redis call within `REDIS_RESPONSE_TIMEOUT_MS`. A call that
+    /// failed because its connection was cut (an idle connection killed while
+    /// the sandbox was frozen) is retried once, on the manager's new
+    /// connection; every call of the cache is safe to repeat.
+    async fn call<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
+    where
+        F: Fn(Active) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = || async { command(self.active().await?).await };
+        let started = Instant::now();
+        let result = match self.bounded(attempt()).await {
+            Err(CacheError::Redis(error))
+                if (error.is_connection_dropped() || error.is_io_error())
+                    && !error.is_timeout() =>
+            {
+                self.bounded(attempt()).await
+            }
+            other => other,
+        };
+        telemetry::record_redis(started.elapsed());
+        result
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, CacheError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(CacheError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn active(&self) -> redis::RedisResult<Active> {
+        match &self.link {
+            Link::Single(manager) => Ok(Active::Single(manager.clone())),
+            Link::Cluster { client, connected } => {
+                let mut connected = connected.lock().await;
+                if let Some(connection) = connected.as_ref() {
+                    return Ok(Active::Cluster(connection.clone()));
+                }
+                let connection = client.get_async_connection().await?;
+                *connected = Some(connection.clone());
+                Ok(Active::Cluster(connection))
+            }
+        }
+    }
+}
+
+fn manager(
+    config: &RedisConfig,
+    certificates: Option<redis::TlsCertificates>,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let client = match certificates {
+        Some(certificates) => redis::Client::build_with_tls(config.url.as_str(), certificates)?,
+        None => redis::Client::open(config.url.as_str())?,
+    };
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        // Every call is bounded by `Redis::call` (reconnect wait included),
+        // so a second timer per request would only cost time; a timeout
+        // never made the manager reconnect anyway.
+        .set_response_timeout(None)
+        // One connection attempt per reconnect: while Redis is down each
+        // request makes one quick attempt instead of queueing behind a
+        // backoff, and the first one after it returns reconnects.
+        .set_number_of_retries(0);
+    ConnectionManager::new_lazy_with_config(client, manager_config)
+}
+
+impl ConnectionLike for Active {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}

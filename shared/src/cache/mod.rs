@@ -1,0 +1,165 @@
+//! The Redis cache of user responses, with fill leases and write guards: the
+//! lease scheme of *Scaling Memcache at Facebook* (NSDI 2013) on one key per
+//! user. docs/cache.md is the full description and why it is safe.
+//!
+//! - [`protocol`]: the key format, the stored values, the commands and
+//!   scripts (pure);
+//! - [`lease`]: lease and writer tokens, TTL jitter;
+//! - [`connection`]: standalone or cluster, TLS, the bounded call and its
+//!   retry;
+//! - here, [`UserCache`]: what the service asks of the cache.
+
+mod connection;
+mod lease;
+pub(crate) mod protocol;
+
+pub use connection::CacheError;
+pub use lease::{Lease, WriteGuard};
+
+use crate::config::{CacheConfig, RedisConfig};
+use connection::Redis;
+use protocol::{COMPARE_AND_SET, GUARD, RELEASE, Stored, millis};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What [`UserCache::lookup`] found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The user's version and response body, ready to send.
+    Hit { version: i64, body: Vec<u8> },
+    /// A cached "no such user".
+    NotFound,
+    /// The key was empty and this caller now holds the fill lease.
+    Leased(Lease),
+    /// Another caller holds the fill lease.
+    Filling,
+    /// Writes are in progress; read Postgres and do not fill.
+    Writing,
+    /// A value this version cannot read; see [`UserCache::take_over`].
+    Unreadable(Vec<u8>),
+}
+
+/// What a lease holder stores.
+pub enum Entry<'a> {
+    User { version: i64, body: &'a [u8] },
+    NotFound,
+}
+
+#[derive(Clone)]
+pub struct UserCache {
+    redis: Redis,
+    prefix: String,
+    ttl: Duration,
+    negative_ttl: Duration,
+    lease: Duration,
+    write_guard: Duration,
+}
+
+impl UserCache {
+    /// Creates the client without waiting for Redis: a cold start while
+    /// Redis is down must still succeed. See [`UserCache::ping`].
+    pub fn new(
+        redis: &RedisConfig,
+        cache: &CacheConfig,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Ok(Self {
+            redis: Redis::new(redis)?,
+            prefix: protocol::key_prefix(&cache.key_prefix),
+            ttl: cache.ttl,
+            negative_ttl: cache.negative_ttl,
+            lease: cache.lease,
+            write_guard: cache.write_guard,
+        })
+    }
+
+    /// Opens the connection now (during init) and checks it answers.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.redis.query(&redis::cmd("PING")).await
+    }
+
+    /// The Redis key of user `id`.
+    pub fn key(&self, id: Uuid) -> String {
+        protocol::key(&self.prefix, id)
+    }
+
+    /// One round trip: the entry, or the fill lease when there is none.
+    pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
+        let lease = Lease::new();
+        let lookup = protocol::lookup_command(&self.key(id), &lease.token, millis(self.lease));
+        let found: Option<Vec<u8>> = self.redis.query(&lookup).await?;
+        let Some(value) = found else {
+            return Ok(Lookup::Leased(lease));
+        };
+        Ok(match protocol::decode(value) {
+            Stored::User { version, body } => Lookup::Hit { version, body },
+            Stored::NotFound => Lookup::NotFound,
+            Stored::Filling => Lookup::Filling,
+            Stored::Writing => Lookup::Writing,
+            Stored::Unreadable(value) => Lookup::Unreadable(value),
+        })
+    }
+
+    /// Stores `entry` if `lease` still holds the key. Returns whether it did.
+    pub async fn fill(
+        &self,
+        id: Uuid,
+        lease: &Lease,
+        entry: Entry<'_>,
+    ) -> Result<bool, CacheError> {
+        let (value, ttl) = match entry {
+            Entry::User { version, body } => (
+                protocol::encode_user(version, body),
+                lease.jittered(self.ttl),
+            ),
+            Entry::NotFound => (protocol::encode_not_found(), millis(self.negative_ttl)),
+        };
+        let mut invocation = COMPARE_AND_SET.key(self.key(id));
+        invocation.arg(&lease.token).arg(value).arg(ttl);
+        let stored: i64 = self.redis.invoke(&invocation).await?;
+        Ok(stored == 1)
+    }
+
+    /// Replaces an unreadable `value` with a new lease, unless it changed.
+    pub async fn take_over(&self, id: Uuid, value: &[u8]) -> Result<Option<Lease>, CacheError> {
+        let lease = Lease::new();
+        let mut invocation = COMPARE_AND_SET.key(self.key(id));
+        invocation
+            .arg(value)
+            .arg(&lease.token)
+            .arg(millis(self.lease));
+        let taken: i64 = self.redis.invoke(&invocation).await?;
+        Ok((taken == 1).then_some(lease))
+    }
+
+    /// Before a write commits: add this write to the key's guard, which
+    /// voids any lease and blocks new fills until every write in it has
+    /// called [`UserCache::release_write`] or the guard expires (it outlives
+    /// the write's own timeouts).
+    pub async fn guard_write(&self, id: Uuid) -> Result<WriteGuard, CacheError> {
+        let guard = WriteGuard::new();
+        let mut invocation = GUARD.key(self.key(id));
+        invocation
+            .arg(&guard.token[..])
+            .arg(millis(self.write_guard));
+        let _: i64 = self.redis.invoke(&invocation).await?;
+        Ok(guard)
+    }
+
+    /// After a write commits (or fails): take it out of the key's guard,
+    /// deleting the key when no other write is in it, so the next `find`
+    /// reads the committed row and fills.
+    pub async fn release_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
+        let mut invocation = RELEASE.key(self.key(id));
+        invocation.arg(&guard.token[..]);
+        let _: i64 = self.redis.invoke(&invocation).await?;
+        Ok(())
+    }
+
+    /// Deletes the key (entry, lease or negative entry): `create` clears a
+    /// "no such user" this way. Writes to existing users use the guard.
+    pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.key(id));
+        self.redis.query(&delete).await
+    }
+}

@@ -1,0 +1,266 @@
+//! `find`, cache-aside: a hit is answered from Redis; a miss takes the key's
+//! fill lease, goes to Postgres and fills only if the lease survived. Callers
+//! that miss while another fills wait for it briefly (`CACHE_FILL_WAIT_MS`)
+//! instead of all querying Postgres. [`next_step`] is the whole decision,
+//! pure; docs/cache.md says why it is safe.
+
+use super::{UserService, log_cache_error, to_body};
+use crate::cache::{CacheError, Entry, Lease, Lookup};
+use crate::error::ApiError;
+use crate::hooks::Point;
+use crate::telemetry::{self, CacheStatus};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// How often a caller waiting for another's fill asks Redis again.
+const FILL_POLL: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// A user's JSON body and how it was obtained.
+#[derive(Debug)]
+pub struct Found {
+    pub body: Vec<u8>,
+    /// The user's version, sent as the ETag.
+    pub version: i64,
+    pub cache: CacheStatus,
+}
+
+/// What `find` does with what the cache answered.
+#[derive(Debug)]
+enum Step {
+    /// Answer the cached body.
+    Hit { version: i64, body: Vec<u8> },
+    /// Answer 404 from the negative entry.
+    NotFound,
+    /// Read Postgres and fill under this lease.
+    Fill(Lease),
+    /// Another caller is filling: ask Redis again at this instant.
+    WaitUntil(Instant),
+    /// Read Postgres without filling (a write is in progress, or the wait
+    /// for another caller's fill is over).
+    ReadThrough,
+    /// Redis failed: read Postgres without it.
+    Bypass(CacheError),
+    /// Replace this unreadable value with a lease, then go on as a miss.
+    Replace(Vec<u8>),
+}
+
+/// The decision for one cache answer, given the time and until when this
+/// caller may wait for another's fill.
+fn next_step(lookup: Result<Lookup, CacheError>, now: Instant, give_up_waiting: Instant) -> Step {
+    match lookup {
+        Ok(Lookup::Hit { version, body }) => Step::Hit { version, body },
+        Ok(Lookup::NotFound) => Step::NotFound,
+        Ok(Lookup::Leased(lease)) => Step::Fill(lease),
+        Ok(Lookup::Filling) if now < give_up_waiting => {
+            Step::WaitUntil((now + FILL_POLL).min(give_up_waiting))
+        }
+        Ok(Lookup::Filling | Lookup::Writing) => Step::ReadThrough,
+        Ok(Lookup::Unreadable(value)) => Step::Replace(value),
+        Err(error) => Step::Bypass(error),
+    }
+}
+
+impl UserService {
+    pub async fn find(&self, id: Uuid) -> Result<Found, ApiError> {
+        let give_up_waiting = Instant::now() + self.fill_wait;
+        let mut lookup = self.cache.lookup(id).await;
+        loop {
+            match next_step(lookup, Instant::now(), give_up_waiting) {
+                Step::Hit { version, body } => {
+                    telemetry::record_cache(CacheStatus::Hit);
+                    return Ok(Found {
+                        body,
+                        version,
+                        cache: CacheStatus::Hit,
+                    });
+                }
+                Step::NotFound => {
+                    telemetry::record_cache(CacheStatus::Hit);
+                    return Err(ApiError::NotFound(id));
+                }
+                Step::Fill(lease) => return self.fill(id, &lease).await,
+                Step::WaitUntil(instant) => {
+                    tokio::time::sleep_until(instant).await;
+                    lookup = self.cache.lookup(id).await;
+                }
+                Step::ReadThrough => return self.read_through(id, CacheStatus::Miss).await,
+                Step::Bypass(error) => {
+                    log_cache_error("find", &error);
+                    return self.read_through(id, CacheStatus::Bypass).await;
+                }
+                Step::Replace(value) => {
+                    lookup = match self.cache.take_over(id, &value).await {
+                        Ok(Some(lease)) => Ok(Lookup::Leased(lease)),
+                        Ok(None) => self.cache.lookup(id).await,
+                        Err(error) => Err(error),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The lease holder's miss: read Postgres, then fill if the lease survived.
+    async fn fill(&self, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
+        telemetry::record_cache(CacheStatus::Miss);
+        let user = self.store.get(id).await?;
+        let found = user
+            .map(|user| {
+                to_body(&user).map(|body| Found {
+                    body,
+                    version: user.version,
+                    cache: CacheStatus::Miss,
+                })
+            })
+            .transpose()?;
+        self.hooks.pass(Point::BeforeFill).await;
+        let entry = match &found {
+            Some(found) => Entry::User {
+                version: found.version,
+                body: &found.body,
+            },
+            None => Entry::NotFound,
+        };
+        if let Err(error) = self.cache.fill(id, lease, entry).await {
+            log_cache_error("fill", &error);
+        }
+        found.ok_or(ApiError::NotFound(id))
+    }
+
+    /// Postgres only, without touching the cache.
+    async fn read_through(&self, id: Uuid, cache: CacheStatus) -> Result<Found, ApiError> {
+        telemetry::record_cache(cache);
+        let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
+        Ok(Found {
+            body: to_body(&user)?,
+            version: user.version,
+            cache,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// `now`, and a deadline that is `left` later (or earlier, when negative).
+    fn times(left_ms: i64) -> (Instant, Instant) {
+        let now = Instant::now() + Duration::from_secs(10);
+        let deadline = if left_ms >= 0 {
+            now + Duration::from_millis(left_ms.unsigned_abs())
+        } else {
+            now - Duration::from_millis(left_ms.unsigned_abs())
+        };
+        (now, deadline)
+    }
+
+    #[test]
+    fn hits_negative_entries_and_leases_decide_the_same_before_and_after_the_deadline() {
+        for left in [40, 0, -5] {
+            // Arrange
+            let (now, deadline) = times(left);
+
+            // Act
+            let hit = next_step(
+                Ok(Lookup::Hit {
+                    version: 7,
+                    body: b"{}".to_vec(),
+                }),
+                now,
+                deadline,
+            );
+            let negative = next_step(Ok(Lookup::NotFound), now, deadline);
+            let leased = next_step(Ok(Lookup::Leased(Lease::new())), now, deadline);
+
+            // Assert
+            assert!(
+                matches!(hit, Step::Hit { version: 7, ref body } if body == b"{}"),
+                "{left} ms left: {hit:?}"
+            );
+            assert!(
+                matches!(negative, Step::NotFound),
+                "{left} ms left: {negative:?}"
+            );
+            assert!(
+                matches!(leased, Step::Fill(_)),
+                "{left} ms left: {leased:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn while_another_fills_a_miss_polls_until_the_deadline_and_never_past_it() {
+        // Arrange
+        let (now, far) = times(40);
+        let (_, near) = times(1);
+
+        // Act
+        let early = next_step(Ok(Lookup::Filling), now, far);
+        let late = next_step(Ok(Lookup::Filling), now, near);
+
+        // Assert
+        assert!(
+            matches!(early, Step::WaitUntil(at) if at == now + FILL_POLL),
+            "{early:?}"
+        );
+        assert!(
+            matches!(late, Step::WaitUntil(at) if at == near),
+            "{late:?}"
+        );
+    }
+
+    #[test]
+    fn once_the_wait_is_over_a_miss_reads_postgres_without_filling() {
+        for left in [0, -5] {
+            // Arrange
+            let (now, deadline) = times(left);
+
+            // Act
+            let step = next_step(Ok(Lookup::Filling), now, deadline);
+
+            // Assert
+            assert!(
+                matches!(step, Step::ReadThrough),
+                "{left} ms left: {step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn during_a_write_a_miss_reads_postgres_at_once_without_filling() {
+        for left in [40, 0, -5] {
+            // Arrange
+            let (now, deadline) = times(left);
+
+            // Act
+            let step = next_step(Ok(Lookup::Writing), now, deadline);
+
+            // Assert
+            assert!(
+                matches!(step, Step::ReadThrough),
+                "{left} ms left: {step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unreadable_value_is_replaced_and_a_redis_failure_bypasses_the_cache() {
+        // Arrange
+        let (now, deadline) = times(40);
+        let timeout = CacheError::Timeout(Duration::from_millis(50));
+
+        // Act
+        let unreadable = next_step(Ok(Lookup::Unreadable(b"x".to_vec())), now, deadline);
+        let failed = next_step(Err(timeout), now, deadline);
+
+        // Assert
+        assert!(
+            matches!(unreadable, Step::Replace(ref value) if value == b"x"),
+            "{unreadable:?}"
+        );
+        assert!(
+            matches!(failed, Step::Bypass(CacheError::Timeout(_))),
+            "{failed:?}"
+        );
+    }
+}

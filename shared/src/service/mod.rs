@@ -1,0 +1,103 @@
+//! The users service: where cache-aside and invalidation live. Handlers call
+//! it; it calls the store (Postgres) and the cache (Redis).
+//!
+//! - [`find`](UserService::find) (`find.rs`): a hit is answered from Redis; a
+//!   miss takes the key's fill lease, reads Postgres and fills;
+//! - [`update`](UserService::update) and [`delete`](UserService::delete)
+//!   (`write.rs`): the write runs under the key's write guard;
+//! - `create` and `list`, here.
+//!
+//! Together they guarantee that once `update` or `delete` has returned
+//! success, no later `find` returns the previous value: docs/cache.md.
+
+mod find;
+mod write;
+
+pub use find::Found;
+
+use crate::cache::{CacheError, UserCache};
+use crate::config::CacheConfig;
+use crate::error::ApiError;
+use crate::hooks::Hooks;
+use crate::store::UserStore;
+use crate::user::{NewUser, User};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// One page of `list`.
+#[derive(Debug, serde::Serialize)]
+pub struct Page {
+    pub items: Vec<User>,
+    pub next_cursor: Option<Uuid>,
+}
+
+#[derive(Clone)]
+pub struct UserService {
+    store: UserStore,
+    cache: UserCache,
+    /// How long a miss waits for another caller's fill (`CACHE_FILL_WAIT_MS`).
+    fill_wait: Duration,
+    hooks: Hooks,
+}
+
+impl UserService {
+    pub fn new(store: UserStore, cache: UserCache, config: &CacheConfig) -> Self {
+        Self {
+            store,
+            cache,
+            fill_wait: config.fill_wait,
+            hooks: Hooks::default(),
+        }
+    }
+
+    pub async fn create(&self, user: &NewUser) -> Result<User, ApiError> {
+        let created = self.store.insert(Uuid::now_v7(), user).await?;
+        // The id is new, so only a negative entry could exist, and only if a
+        // client guessed a UUIDv7 before it was made; clear it all the same.
+        if let Err(error) = self.cache.invalidate(created.id).await {
+            log_cache_error("invalidate", &error);
+        }
+        Ok(created)
+    }
+
+    pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
+        let mut items = self.store.list(after, i64::from(limit) + 1).await?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|user| user.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// Test hooks (feature `test-hooks`): pause points and the parts.
+#[cfg(feature = "test-hooks")]
+impl UserService {
+    /// Parks every caller reaching `point` at `pause`.
+    pub fn pause_at(
+        &mut self,
+        point: crate::hooks::Point,
+        pause: std::sync::Arc<crate::hooks::PausePoint>,
+    ) {
+        self.hooks.pause_at(point, pause);
+    }
+
+    pub fn store(&self) -> &UserStore {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &UserCache {
+        &self.cache
+    }
+}
+
+/// Serializes a user once; the bytes are both the response and the cache entry.
+fn to_body(user: &User) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))
+}
+
+fn log_cache_error(operation: &str, error: &CacheError) {
+    lambda_http::tracing::warn!(operation, error = %error, "cache unavailable, using Postgres only");
+}

@@ -1,0 +1,44 @@
+//! What a function tells CloudWatch: one JSON log record and one Embedded
+//! Metric Format (EMF) line per request.
+//!
+//! - [`timings`]: Postgres and Redis time and the cache outcome, recorded
+//!   where they happen and collected per request;
+//! - [`Record`] ([`record`]): the one record of a request, as a log record
+//!   and as an EMF line ([`emf`]);
+//! - [`Outbox`] ([`outbox`]): writes records after the response is out.
+//!
+//! Logs go through `tracing` (the runtime's subscriber writes JSON when the
+//! function's log format is JSON, with the invocation's request id in its
+//! span); EMF lines go straight to stdout, and a line that already is a JSON
+//! object passes through Lambda's JSON log format untouched. This module
+//! imports nothing from the domain, and nothing here takes a URL or a secret.
+
+mod emf;
+mod outbox;
+mod record;
+mod timings;
+
+pub use outbox::Outbox;
+pub use record::Record;
+pub use timings::{Measured, measure, record_cache, record_postgres, record_redis};
+
+/// How the cache answered a `find`; sent as the `x-cache` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// Served from Redis.
+    Hit,
+    /// Read from Postgres (and stored in Redis when this caller held the lease).
+    Miss,
+    /// Redis was unavailable; read from Postgres without it.
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
