@@ -70,7 +70,6 @@ fn the_functions_get_the_settings_of_tls_secrets_cluster_and_concurrency() {
     // Act & Assert
     for expected in [
         "DATABASE_SECRET_ARN: !Ref DatabaseSecretArn",
-        "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
         "PG_CA_FILE: !If [HasRdsCaBundle, /opt/rds-global-bundle.pem, \"\"]",
         "REDIS_CLUSTER: !Ref RedisCluster",
         "ReservedConcurrentExecutions: !If",
