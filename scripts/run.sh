@@ -25,8 +25,14 @@ log "applying migrations"
 cargo run --quiet -p users-api --bin migrate
 
 log "serving on http://localhost:${PORT:-9000} (Ctrl-C to stop)"
+# No API Gateway here, so no authorizer: AUTH_LOCAL_HEADERS=true lets a request
+# name its caller in `x-local-sub` and `x-local-scopes` headers (the README's
+# curl lines do; each function logs a warning at init). Local only: the
+# template never sets it (docs/access-control.md). AUTH_LOCAL_HEADERS=false
+# scripts/run.sh serves as deployed: every request is then 401.
 exec cargo lambda watch --invoke-port "${PORT:-9000}" \
     --env-var "DATABASE_URL=$DATABASE_URL" \
     --env-var "REDIS_URL=$REDIS_URL" \
     --env-var "CACHE_KEY_PREFIX=${CACHE_KEY_PREFIX:-users-api-local}" \
+    --env-var "AUTH_LOCAL_HEADERS=${AUTH_LOCAL_HEADERS:-true}" \
     ${WATCH_ARGS:-}
