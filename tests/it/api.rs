@@ -15,6 +15,7 @@ async fn create_ada(env: &TestEnv, version: &str) -> Uuid {
         request_from(&fixture(&format!("create-user.{version}"))),
     )
     .await;
+    assert_eq!(status(&response), 201, "{version}: {:?}", response.body());
     created_id(&response)
 }
 
@@ -29,25 +30,32 @@ async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() 
         )
         .await;
 
-        assert_eq!(status(&response), 201);
+        assert_eq!(status(&response), 201, "{version}");
         let user = json_body(&response);
         let id: Uuid = user["id"].as_str().unwrap().parse().unwrap();
-        assert_eq!(id.get_version_num(), 7);
-        assert_eq!(user["email"], "ada@example.com");
-        assert_eq!(user["name"], "Ada Lovelace");
-        assert_eq!(user["created_at"], user["updated_at"]);
+        assert_eq!(id.get_version_num(), 7, "{version}");
+        assert_eq!(user["email"], "ada@example.com", "{version}");
+        assert_eq!(user["name"], "Ada Lovelace", "{version}");
+        assert_eq!(user["created_at"], user["updated_at"], "{version}");
         assert!(
             time::OffsetDateTime::parse(
                 user["created_at"].as_str().unwrap(),
                 &time::format_description::well_known::Rfc3339
             )
-            .is_ok()
+            .is_ok(),
+            "{version}: created_at {}",
+            user["created_at"]
         );
         assert_eq!(
             header(&response, "location"),
-            Some(format!("/users/{id}").as_str())
+            Some(format!("/users/{id}").as_str()),
+            "{version}"
         );
-        assert_eq!(header(&response, "content-type"), Some("application/json"));
+        assert_eq!(
+            header(&response, "content-type"),
+            Some("application/json"),
+            "{version}"
+        );
         let row = env
             .pg()
             .query_one(
@@ -56,8 +64,8 @@ async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() 
             )
             .await
             .unwrap();
-        assert_eq!(row.get::<_, String>(0), "ada@example.com");
-        assert_eq!(row.get::<_, String>(1), "Ada Lovelace");
+        assert_eq!(row.get::<_, String>(0), "ada@example.com", "{version}");
+        assert_eq!(row.get::<_, String>(1), "Ada Lovelace", "{version}");
     }
 }
 
@@ -72,16 +80,16 @@ async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
         let first = find(&env.state, request_for(&name, id)).await;
         let second = find(&env.state, request_for(&name, id)).await;
 
-        assert_eq!(status(&first), 200);
-        assert_eq!(header(&first, "x-cache"), Some("miss"));
-        assert_eq!(status(&second), 200);
-        assert_eq!(header(&second, "x-cache"), Some("hit"));
-        assert_eq!(json_body(&first), json_body(&second));
-        assert_eq!(json_body(&first)["id"], id.to_string());
+        assert_eq!(status(&first), 200, "{version}");
+        assert_eq!(header(&first, "x-cache"), Some("miss"), "{version}");
+        assert_eq!(status(&second), 200, "{version}");
+        assert_eq!(header(&second, "x-cache"), Some("hit"), "{version}");
+        assert_eq!(json_body(&first), json_body(&second), "{version}");
+        assert_eq!(json_body(&first)["id"], id.to_string(), "{version}");
         let ttl: i64 = redis.ttl(env.cache_key(id)).await.unwrap();
-        assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
+        assert!(ttl > 0 && ttl <= 600, "{version}: ttl {ttl}");
         let cached: Vec<u8> = redis.get(env.cache_key(id)).await.unwrap();
-        assert!(!cached.is_empty());
+        assert!(!cached.is_empty(), "{version}");
     }
 }
 
@@ -92,7 +100,10 @@ async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated()
         let id = create_ada(&env, version).await;
         let mut redis = env.redis().await;
         find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
-        assert!(redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+        assert!(
+            redis.exists::<_, bool>(env.cache_key(id)).await.unwrap(),
+            "{version}: cached before the update"
+        );
 
         let updated = update(
             &env.state,
@@ -100,15 +111,30 @@ async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated()
         )
         .await;
 
-        assert_eq!(status(&updated), 200);
-        assert_eq!(json_body(&updated)["email"], "ada.lovelace@example.com");
-        assert_eq!(json_body(&updated)["name"], "Ada King");
-        assert!(!redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+        assert_eq!(status(&updated), 200, "{version}");
+        assert_eq!(
+            json_body(&updated)["email"],
+            "ada.lovelace@example.com",
+            "{version}"
+        );
+        assert_eq!(json_body(&updated)["name"], "Ada King", "{version}");
+        assert!(
+            !redis.exists::<_, bool>(env.cache_key(id)).await.unwrap(),
+            "{version}: still cached after the update"
+        );
         let found = find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
-        assert_eq!(header(&found, "x-cache"), Some("miss"));
-        assert_eq!(json_body(&found)["email"], "ada.lovelace@example.com");
-        assert_eq!(json_body(&found), json_body(&updated));
-        assert_eq!(env.stored_email(id).await, "ada.lovelace@example.com");
+        assert_eq!(header(&found, "x-cache"), Some("miss"), "{version}");
+        assert_eq!(
+            json_body(&found)["email"],
+            "ada.lovelace@example.com",
+            "{version}"
+        );
+        assert_eq!(json_body(&found), json_body(&updated), "{version}");
+        assert_eq!(
+            env.stored_email(id).await,
+            "ada.lovelace@example.com",
+            "{version}"
+        );
     }
 }
 
@@ -126,19 +152,22 @@ async fn delete_answers_204_removes_row_and_entry_and_find_then_answers_404() {
         )
         .await;
 
-        assert_eq!(status(&deleted), 204);
-        assert!(deleted.body().is_empty());
-        assert_eq!(env.row_count().await, 0);
-        assert!(!redis.exists::<_, bool>(env.cache_key(id)).await.unwrap());
+        assert_eq!(status(&deleted), 204, "{version}");
+        assert!(deleted.body().is_empty(), "{version}");
+        assert_eq!(env.row_count().await, 0, "{version}");
+        assert!(
+            !redis.exists::<_, bool>(env.cache_key(id)).await.unwrap(),
+            "{version}: still cached after the delete"
+        );
         let found = find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
-        assert_eq!(status(&found), 404);
-        assert_eq!(json_body(&found)["code"], "not_found");
+        assert_eq!(status(&found), 404, "{version}");
+        assert_eq!(json_body(&found)["code"], "not_found", "{version}");
         let again = delete(
             &env.state,
             request_for(&format!("delete-user.{version}"), id),
         )
         .await;
-        assert_eq!(status(&again), 404);
+        assert_eq!(status(&again), 404, "{version}");
     }
 }
 
@@ -155,6 +184,7 @@ async fn list_pages_through_users_in_creation_order_with_a_cursor() {
                 with_body(&format!("create-user.{version}"), Uuid::nil(), &body),
             )
             .await;
+            assert_eq!(status(&response), 201, "{version}, user {n}");
             ids.push(json_body(&response)["id"].as_str().unwrap().to_owned());
         }
 
@@ -168,24 +198,24 @@ async fn list_pages_through_users_in_creation_order_with_a_cursor() {
                 set_query(&mut event, version, "cursor", cursor);
             }
             let response = list(&env.state, request_from(&event.to_string())).await;
-            assert_eq!(status(&response), 200);
+            pages += 1;
+            assert_eq!(status(&response), 200, "{version}, page {pages}");
             let page = json_body(&response);
             let items = page["items"].as_array().unwrap();
-            assert!(items.len() <= 2);
+            assert!(items.len() <= 2, "{version}, page {pages}: {items:?}");
             seen.extend(
                 items
                     .iter()
                     .map(|user| user["id"].as_str().unwrap().to_owned()),
             );
-            pages += 1;
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
                 None => break,
             }
         }
 
-        assert_eq!(seen, ids);
-        assert_eq!(pages, 3);
+        assert_eq!(seen, ids, "{version}");
+        assert_eq!(pages, 3, "{version}");
     }
 }
 

@@ -15,6 +15,9 @@ use users_api::cache::{GUARD_SCRIPT, Lookup, RELEASE_SCRIPT};
 use users_api::pause::PausePoint;
 use uuid::Uuid;
 
+/// The instances of [`race_a_parked_fill`]'s finds afterwards, in order.
+const INSTANCES: [&str; 2] = ["on the writer's instance", "on the reader's instance"];
+
 /// A `find` on one instance misses, reads the row and parks before its fill;
 /// `write` (on another instance) runs to success; the find is released.
 /// Returns the parked find's answer, the write's, and what `find` answers
@@ -58,8 +61,8 @@ async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced
         "old@example.com",
         "started before the write"
     );
-    for found in &after {
-        assert_eq!(json_body(found)["email"], "new@example.com");
+    for (instance, found) in INSTANCES.iter().zip(&after) {
+        assert_eq!(json_body(found)["email"], "new@example.com", "{instance}");
     }
 }
 
@@ -69,8 +72,8 @@ async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
 
     assert_eq!(status(&deleted), 204);
     assert_eq!(status(&early), 200, "started before the delete");
-    for found in &after {
-        assert_eq!(status(found), 404);
+    for (instance, found) in INSTANCES.iter().zip(&after) {
+        assert_eq!(status(found), 404, "{instance}");
     }
 }
 

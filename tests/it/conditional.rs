@@ -123,9 +123,13 @@ async fn writes_with_a_stale_weak_unknown_or_malformed_etag_answer_412_and_chang
         )
         .await;
 
-        assert_eq!(status(&updated), 412, "{if_match}");
-        assert_eq!(json_body(&updated)["code"], "precondition_failed");
-        assert_eq!(status(&deleted), 412, "{if_match}");
+        assert_eq!(status(&updated), 412, "If-Match {if_match:?}");
+        assert_eq!(
+            json_body(&updated)["code"],
+            "precondition_failed",
+            "If-Match {if_match:?}"
+        );
+        assert_eq!(status(&deleted), 412, "If-Match {if_match:?}");
     }
     let found = find(&env.state, request_for("find-user.v2", id)).await;
     assert_eq!(json_body(&found)["name"], "Second");
@@ -200,11 +204,14 @@ async fn two_concurrent_writers_with_the_same_etag_cannot_both_win() {
 
     // Without If-Match both succeed and one update is silently lost.
     let (blind, _) = two_writers(&env, None).await;
-    for _ in 0..10 {
+    for round in 1..=10 {
         let (statuses, name) = two_writers(&env, Some("read")).await;
 
-        assert_eq!(statuses, vec![200, 412]);
-        assert!(name == "Writer one" || name == "Writer two");
+        assert_eq!(statuses, vec![200, 412], "round {round}");
+        assert!(
+            name == "Writer one" || name == "Writer two",
+            "round {round}: {name}"
+        );
     }
     assert_eq!(blind, vec![200, 200]);
 }

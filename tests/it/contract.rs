@@ -27,7 +27,12 @@ fn documented_operations() -> BTreeSet<(String, String, String)> {
 
 fn declared_operations() -> BTreeSet<(String, String, String)> {
     for route in ROUTES {
-        assert_eq!(route.name, format!("{} {}", route.method, route.path));
+        assert_eq!(
+            route.name,
+            format!("{} {}", route.method, route.path),
+            "{}",
+            route.function
+        );
     }
     ROUTES
         .iter()
@@ -134,19 +139,20 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
 
     for (method, path, function) in documented_operations() {
         let operation = &openapi()["paths"][&path][method.to_ascii_lowercase()];
-        let uri = operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        let integration = &operation["x-amazon-apigateway-integration"];
+        let uri = integration["uri"]["Fn::Sub"]
             .as_str()
             .unwrap_or_else(|| panic!("{method} {path} has no Lambda integration"));
         let resource = uri
             .split("functions/${")
             .nth(1)
             .and_then(|rest| rest.split(".Arn}").next())
-            .expect("integration names a function resource");
+            .unwrap_or_else(|| panic!("{method} {path}: the integration names no function"));
         let built = &template["Resources"][resource]["Metadata"]["BuildProperties"]["Binary"];
         assert_eq!(scalar(built), function, "{method} {path} -> {resource}");
         assert_eq!(
-            operation["x-amazon-apigateway-integration"]["payloadFormatVersion"],
-            "2.0"
+            integration["payloadFormatVersion"], "2.0",
+            "{method} {path}"
         );
         let permitted = resources.values().any(|candidate| {
             scalar(&candidate["Type"]) == "AWS::Lambda::Permission"

@@ -354,14 +354,11 @@ async fn hostile_requests_get_a_json_4xx_and_write_nothing() {
         (json!(null), 400),
     ];
     for (body, expected) in cases {
+        let text = body.to_string();
+        let case = &text[..text.len().min(80)];
         let response = create(&env.state, with_body("create-user.v2", Uuid::nil(), &body)).await;
-        assert_eq!(
-            status(&response),
-            expected,
-            "{}",
-            &body.to_string()[..body.to_string().len().min(80)]
-        );
-        assert!(json_body(&response)["code"].is_string());
+        assert_eq!(status(&response), expected, "{case}");
+        assert!(json_body(&response)["code"].is_string(), "{case}");
     }
     let mut nested: serde_json::Value = serde_json::from_str(&fixture("create-user.v2")).unwrap();
     nested["body"] = json!(format!(

@@ -186,8 +186,8 @@ async fn exercise_cluster(cluster: &RedisCluster, extra: &[(&str, &str)]) {
     for &id in &ids {
         let miss = find(&env.state, request_for("find-user.v2", id)).await;
         let hit = find(&env.state, request_for("find-user.v2", id)).await;
-        assert_eq!(header(&miss, "x-cache"), Some("miss"));
-        assert_eq!(header(&hit, "x-cache"), Some("hit"));
+        assert_eq!(header(&miss, "x-cache"), Some("miss"), "user {id}");
+        assert_eq!(header(&hit, "x-cache"), Some("hit"), "user {id}");
     }
     let id = ids[0];
     let update_id = async {

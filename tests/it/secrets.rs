@@ -49,20 +49,26 @@ async fn a_plain_secret_in_a_chunked_answer_is_the_password() {
 async fn refusals_are_http_statuses_and_never_show_the_secret() {
     // Arrange
     let extension = SecretsExtension::start(TOKEN, &[(ARN, RDS_SECRET)], Behaviour::Normal).await;
-    let cases = [(ARN, "not-the-token", 401), ("other-secret", TOKEN, 404)];
+    let cases = [
+        ("a wrong token", ARN, "not-the-token", 401),
+        ("an unknown secret", "other-secret", TOKEN, 404),
+    ];
 
-    for (secret_id, token, status) in cases {
+    for (case, secret_id, token, status) in cases {
         // Act
         let error = database_password_from_extension(secret_id, extension.port, token, TIMEOUT)
             .await
-            .unwrap_err();
+            .expect_err(case);
 
         // Assert
         assert!(
             matches!(error, SecretsError::Status(s) if s == status),
-            "{error:?}"
+            "{case}: {error:?}"
         );
-        assert!(!format!("{error} {error:?}").contains("pa ss"), "{error:?}");
+        assert!(
+            !format!("{error} {error:?}").contains("pa ss"),
+            "{case}: {error:?}"
+        );
     }
 }
 
