@@ -1,15 +1,36 @@
 //! The event fixtures of `events/`, v1 (REST API) and v2 (HTTP API), through
 //! the real handlers against the real Postgres and Redis.
 
+use lambda_http::{Body, Request, Response};
 use redis::AsyncCommands;
 use serde_json::json;
+use std::fmt;
 use test_support::functions::{create, delete, find, list, update};
 use test_support::*;
+use users_api::AppState;
 use uuid::Uuid;
 
-const VERSIONS: [&str; 2] = ["v2", "v1"];
+/// The API Gateway event format of a fixture, its name's last part.
+#[derive(Debug, Clone, Copy)]
+enum Version {
+    /// REST API, payload format 1.0.
+    V1,
+    /// HTTP API, payload format 2.0.
+    V2,
+}
 
-async fn create_ada(env: &TestEnv, version: &str) -> Uuid {
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "v1",
+            Self::V2 => "v2",
+        })
+    }
+}
+
+const VERSIONS: [Version; 2] = [Version::V2, Version::V1];
+
+async fn create_ada(env: &TestEnv, version: Version) -> Uuid {
     let response = create(
         &env.state,
         request_from(&fixture(&format!("create-user.{version}"))),
@@ -219,46 +240,76 @@ async fn list_pages_through_users_in_creation_order_with_a_cursor() {
     }
 }
 
-fn set_query(event: &mut serde_json::Value, version: &str, key: &str, value: &str) {
+fn set_query(event: &mut serde_json::Value, version: Version, key: &str, value: &str) {
     event["queryStringParameters"][key] = json!(value);
-    if version == "v2" {
-        let raw = event["rawQueryString"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        event["rawQueryString"] = json!(format!("{raw}&{key}={value}"));
-    } else {
-        event["multiValueQueryStringParameters"][key] = json!([value]);
+    match version {
+        Version::V2 => {
+            let raw = event["rawQueryString"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            event["rawQueryString"] = json!(format!("{raw}&{key}={value}"));
+        }
+        Version::V1 => {
+            event["multiValueQueryStringParameters"][key] = json!([value]);
+        }
+    }
+}
+
+/// The handler a fixture is sent to.
+#[derive(Debug, Clone, Copy)]
+enum Handler {
+    Create,
+    Find,
+    List,
+    Update,
+}
+
+impl Handler {
+    /// The function's name, which the names of its fixtures start with.
+    fn function(self) -> &'static str {
+        match self {
+            Self::Create => "create-user",
+            Self::Find => "find-user",
+            Self::List => "list-users",
+            Self::Update => "update-user",
+        }
+    }
+
+    async fn call(self, state: &AppState, request: Request) -> Response<Body> {
+        match self {
+            Self::Create => create(state, request).await,
+            Self::Find => find(state, request).await,
+            Self::List => list(state, request).await,
+            Self::Update => update(state, request).await,
+        }
     }
 }
 
 #[tokio::test]
 async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
     let env = TestEnv::new().await;
-    let id = create_ada(&env, "v2").await;
-    let cases: [(&str, u16, &str); 9] = [
-        ("find-user.bad-uuid.v2", 400, "invalid_id"),
-        ("create-user.malformed-json.v2", 400, "invalid_json"),
-        ("create-user.unknown-field.v2", 400, "invalid_json"),
-        ("create-user.server-field.v2", 400, "invalid_json"),
-        ("create-user.invalid-email.v2", 400, "invalid_email"),
+    let id = create_ada(&env, Version::V2).await;
+    // The fixture `<function>.<case>.v2` of each handler.
+    let cases: [(Handler, &str, u16, &str); 9] = [
+        (Handler::Find, "bad-uuid", 400, "invalid_id"),
+        (Handler::Create, "malformed-json", 400, "invalid_json"),
+        (Handler::Create, "unknown-field", 400, "invalid_json"),
+        (Handler::Create, "server-field", 400, "invalid_json"),
+        (Handler::Create, "invalid-email", 400, "invalid_email"),
         (
-            "create-user.wrong-content-type.v2",
+            Handler::Create,
+            "wrong-content-type",
             415,
             "unsupported_media_type",
         ),
-        ("update-user.unknown-field.v2", 400, "invalid_json"),
-        ("list-users.bad-limit.v2", 400, "invalid_query"),
-        ("list-users.bad-cursor.v2", 400, "invalid_cursor"),
+        (Handler::Update, "unknown-field", 400, "invalid_json"),
+        (Handler::List, "bad-limit", 400, "invalid_query"),
+        (Handler::List, "bad-cursor", 400, "invalid_cursor"),
     ];
-    for (name, expected, code) in cases {
-        let request = request_for(name, id);
-        let response = match name.split('.').next().unwrap() {
-            "create-user" => create(&env.state, request).await,
-            "update-user" => update(&env.state, request).await,
-            "list-users" => list(&env.state, request).await,
-            _ => find(&env.state, request).await,
-        };
+    for (handler, case, expected, code) in cases {
+        let name = format!("{}.{case}.v2", handler.function());
+        let response = handler.call(&env.state, request_for(&name, id)).await;
 
         assert_eq!(status(&response), expected, "{name}");
         assert_eq!(
@@ -282,7 +333,7 @@ async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
 #[tokio::test]
 async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
     let env = TestEnv::new().await;
-    let id = create_ada(&env, "v2").await;
+    let id = create_ada(&env, Version::V2).await;
     let other = create(
         &env.state,
         with_body(
@@ -351,7 +402,7 @@ async fn update_and_delete_of_an_unknown_user_are_404() {
 #[tokio::test]
 async fn a_corrupt_cache_entry_is_a_miss_and_gets_replaced() {
     let env = TestEnv::new().await;
-    let id = create_ada(&env, "v2").await;
+    let id = create_ada(&env, Version::V2).await;
     let mut redis = env.redis().await;
     let _: () = redis.set(env.cache_key(id), "{not json").await.unwrap();
 
@@ -367,7 +418,7 @@ async fn a_corrupt_cache_entry_is_a_miss_and_gets_replaced() {
 #[tokio::test]
 async fn without_path_parameters_the_id_comes_from_the_path() {
     let env = TestEnv::new().await;
-    let id = create_ada(&env, "v2").await;
+    let id = create_ada(&env, Version::V2).await;
     let mut event: serde_json::Value = serde_json::from_str(&fixture("find-user.v2")).unwrap();
     event.as_object_mut().unwrap().remove("pathParameters");
     event["rawPath"] = json!(format!("/lambda-url/find-user/{id}"));
@@ -384,7 +435,7 @@ async fn without_path_parameters_the_id_comes_from_the_path() {
 async fn an_empty_cursor_is_a_bad_request() {
     let env = TestEnv::new().await;
     let mut event: serde_json::Value = serde_json::from_str(&fixture("list-users.v2")).unwrap();
-    set_query(&mut event, "v2", "cursor", "");
+    set_query(&mut event, Version::V2, "cursor", "");
 
     let response = list(&env.state, request_from(&event.to_string())).await;
 

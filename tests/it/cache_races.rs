@@ -18,11 +18,18 @@ use uuid::Uuid;
 /// The instances of [`race_a_parked_fill`]'s finds afterwards, in order.
 const INSTANCES: [&str; 2] = ["on the writer's instance", "on the reader's instance"];
 
+/// The write [`race_a_parked_fill`] makes while a find is parked.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Update,
+    Delete,
+}
+
 /// A `find` on one instance misses, reads the row and parks before its fill;
 /// `write` (on another instance) runs to success; the find is released.
 /// Returns the parked find's answer, the write's, and what `find` answers
 /// afterwards on both instances.
-async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Response<Body>; 2]) {
+async fn race_a_parked_fill(write: Write) -> (Response<Body>, Response<Body>, [Response<Body>; 2]) {
     let env = TestEnv::new().await;
     let id = create_user(&env.state, "old@example.com", "Old").await;
     let pause = Arc::new(PausePoint::default());
@@ -33,11 +40,11 @@ async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Re
     let written = async {
         pause.reached().await;
         let written = match write {
-            "update" => {
+            Write::Update => {
                 let body = json!({"email": "new@example.com", "name": "New"});
                 update(&env.state, with_body("update-user.v2", id, &body)).await
             }
-            _ => delete(&env.state, request_for("delete-user.v2", id)).await,
+            Write::Delete => delete(&env.state, request_for("delete-user.v2", id)).await,
         };
         pause.release();
         written
@@ -53,7 +60,7 @@ async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Re
 
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
-    let (early, updated, after) = race_a_parked_fill("update").await;
+    let (early, updated, after) = race_a_parked_fill(Write::Update).await;
 
     assert_eq!(status(&updated), 200);
     assert_eq!(
@@ -68,7 +75,7 @@ async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced
 
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
-    let (early, deleted, after) = race_a_parked_fill("delete").await;
+    let (early, deleted, after) = race_a_parked_fill(Write::Delete).await;
 
     assert_eq!(status(&deleted), 204);
     assert_eq!(status(&early), 200, "started before the delete");

@@ -171,16 +171,25 @@ async fn delete_with_the_current_etag_deletes() {
     assert_eq!(env.row_count().await, 0);
 }
 
+/// What the writers of [`two_writers`] send with their update.
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// No If-Match: a blind overwrite.
+    Blind,
+    /// If-Match with the ETag of the version both read.
+    IfMatchTheEtagRead,
+}
+
 /// Two clients read the same version and both write, each on its own instance,
 /// at the same moment. Returns the statuses and the final name.
-async fn two_writers(env: &TestEnv, if_match: Option<&str>) -> (Vec<u16>, String) {
+async fn two_writers(env: &TestEnv, precondition: Precondition) -> (Vec<u16>, String) {
     let (id, etag) = create_user(env).await;
     let (one, two) = (env.instance(&[]).await, env.instance(&[]).await);
     let request = |name: &str| {
         let request = renamed(id, name);
-        match if_match {
-            Some("read") => with_header(request, "if-match", &etag),
-            _ => request,
+        match precondition {
+            Precondition::IfMatchTheEtagRead => with_header(request, "if-match", &etag),
+            Precondition::Blind => request,
         }
     };
 
@@ -203,9 +212,9 @@ async fn two_concurrent_writers_with_the_same_etag_cannot_both_win() {
     let env = TestEnv::new().await;
 
     // Without If-Match both succeed and one update is silently lost.
-    let (blind, _) = two_writers(&env, None).await;
+    let (blind, _) = two_writers(&env, Precondition::Blind).await;
     for round in 1..=10 {
-        let (statuses, name) = two_writers(&env, Some("read")).await;
+        let (statuses, name) = two_writers(&env, Precondition::IfMatchTheEtagRead).await;
 
         assert_eq!(statuses, vec![200, 412], "round {round}");
         assert!(
