@@ -43,14 +43,17 @@ async fn create_ada(env: &TestEnv, version: Version) -> Uuid {
 #[tokio::test]
 async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() {
     for version in VERSIONS {
+        // Arrange
         let env = TestEnv::new().await;
 
+        // Act
         let response = create(
             &env.state,
             request_from(&fixture(&format!("create-user.{version}"))),
         )
         .await;
 
+        // Assert
         assert_eq!(status(&response), 201, "{version}");
         let user = json_body(&response);
         let id: Uuid = user["id"].as_str().unwrap().parse().unwrap();
@@ -93,14 +96,17 @@ async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() 
 #[tokio::test]
 async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
     for version in VERSIONS {
+        // Arrange
         let env = TestEnv::with_settings(&[("CACHE_TTL_SECONDS", "600")]).await;
         let id = create_ada(&env, version).await;
         let mut redis = env.redis().await;
         let name = format!("find-user.{version}");
 
+        // Act
         let first = find(&env.state, request_for(&name, id)).await;
         let second = find(&env.state, request_for(&name, id)).await;
 
+        // Assert
         assert_eq!(status(&first), 200, "{version}");
         assert_eq!(header(&first, "x-cache"), Some("miss"), "{version}");
         assert_eq!(status(&second), 200, "{version}");
@@ -117,6 +123,7 @@ async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
 #[tokio::test]
 async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated() {
     for version in VERSIONS {
+        // Arrange
         let env = TestEnv::new().await;
         let id = create_ada(&env, version).await;
         let mut redis = env.redis().await;
@@ -126,12 +133,14 @@ async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated()
             "{version}: cached before the update"
         );
 
+        // Act
         let updated = update(
             &env.state,
             request_for(&format!("update-user.{version}"), id),
         )
         .await;
 
+        // Assert
         assert_eq!(status(&updated), 200, "{version}");
         assert_eq!(
             json_body(&updated)["email"],
@@ -162,17 +171,20 @@ async fn find_after_update_returns_the_new_email_and_the_entry_was_invalidated()
 #[tokio::test]
 async fn delete_answers_204_removes_row_and_entry_and_find_then_answers_404() {
     for version in VERSIONS {
+        // Arrange
         let env = TestEnv::new().await;
         let id = create_ada(&env, version).await;
         let mut redis = env.redis().await;
         find(&env.state, request_for(&format!("find-user.{version}"), id)).await;
 
+        // Act
         let deleted = delete(
             &env.state,
             request_for(&format!("delete-user.{version}"), id),
         )
         .await;
 
+        // Assert
         assert_eq!(status(&deleted), 204, "{version}");
         assert!(deleted.body().is_empty(), "{version}");
         assert_eq!(env.row_count().await, 0, "{version}");
@@ -195,6 +207,7 @@ async fn delete_answers_204_removes_row_and_entry_and_find_then_answers_404() {
 #[tokio::test]
 async fn list_pages_through_users_in_creation_order_with_a_cursor() {
     for version in VERSIONS {
+        // Arrange
         let env = TestEnv::new().await;
         let mut ids = Vec::new();
         for n in 0..5 {
@@ -209,6 +222,7 @@ async fn list_pages_through_users_in_creation_order_with_a_cursor() {
             ids.push(json_body(&response)["id"].as_str().unwrap().to_owned());
         }
 
+        // Act and assert: page by page.
         let mut seen = Vec::new();
         let mut cursor: Option<String> = None;
         let mut pages = 0;
@@ -235,6 +249,7 @@ async fn list_pages_through_users_in_creation_order_with_a_cursor() {
             }
         }
 
+        // Assert: all of them, in creation order, on three pages.
         assert_eq!(seen, ids, "{version}");
         assert_eq!(pages, 3, "{version}");
     }
@@ -288,6 +303,7 @@ impl Handler {
 
 #[tokio::test]
 async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
+    // Arrange
     let env = TestEnv::new().await;
     let id = create_ada(&env, Version::V2).await;
     // The fixture `<function>.<case>.v2` of each handler.
@@ -307,10 +323,13 @@ async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
         (Handler::List, "bad-limit", 400, "invalid_query"),
         (Handler::List, "bad-cursor", 400, "invalid_cursor"),
     ];
+
     for (handler, case, expected, code) in cases {
+        // Act
         let name = format!("{}.{case}.v2", handler.function());
         let response = handler.call(&env.state, request_for(&name, id)).await;
 
+        // Assert
         assert_eq!(status(&response), expected, "{name}");
         assert_eq!(
             header(&response, "content-type"),
@@ -324,6 +343,7 @@ async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
             "{name}"
         );
     }
+    // Assert: nothing changed.
     assert_eq!(env.row_count().await, 1);
     let found = find(&env.state, request_for("find-user.v2", id)).await;
     assert_eq!(json_body(&found)["email"], "ada@example.com");
@@ -332,6 +352,7 @@ async fn bad_input_fixtures_get_a_json_4xx_and_change_nothing() {
 
 #[tokio::test]
 async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
+    // Arrange
     let env = TestEnv::new().await;
     let id = create_ada(&env, Version::V2).await;
     let other = create(
@@ -345,6 +366,7 @@ async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
     .await;
     let other_id: Uuid = json_body(&other)["id"].as_str().unwrap().parse().unwrap();
 
+    // Act
     let duplicate = create(
         &env.state,
         with_body(
@@ -364,6 +386,7 @@ async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
     )
     .await;
 
+    // Assert
     assert_eq!(status(&duplicate), 409);
     assert_eq!(json_body(&duplicate)["code"], "email_taken");
     assert_eq!(status(&update_to_taken), 409);
@@ -375,11 +398,14 @@ async fn a_duplicate_email_in_any_case_is_a_409_conflict() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_and_writes_nothing() {
+    // Arrange
     let env = TestEnv::with_settings(&[("MAX_BODY_BYTES", "256")]).await;
     let body = json!({"email": "ada@example.com", "name": "A".repeat(300)});
 
+    // Act
     let response = create(&env.state, with_body("create-user.v2", Uuid::nil(), &body)).await;
 
+    // Assert
     assert_eq!(status(&response), 413);
     assert_eq!(json_body(&response)["code"], "payload_too_large");
     assert_eq!(env.row_count().await, 0);
@@ -387,12 +413,15 @@ async fn a_body_over_the_limit_is_413_and_writes_nothing() {
 
 #[tokio::test]
 async fn update_and_delete_of_an_unknown_user_are_404() {
+    // Arrange
     let env = TestEnv::new().await;
     let missing = Uuid::now_v7();
 
+    // Act
     let updated = update(&env.state, request_for("update-user.v2", missing)).await;
     let deleted = delete(&env.state, request_for("delete-user.v1", missing)).await;
 
+    // Assert
     assert_eq!(status(&updated), 404);
     assert_eq!(json_body(&updated)["code"], "not_found");
     assert_eq!(status(&deleted), 404);
@@ -401,14 +430,17 @@ async fn update_and_delete_of_an_unknown_user_are_404() {
 
 #[tokio::test]
 async fn a_corrupt_cache_entry_is_a_miss_and_gets_replaced() {
+    // Arrange
     let env = TestEnv::new().await;
     let id = create_ada(&env, Version::V2).await;
     let mut redis = env.redis().await;
     let _: () = redis.set(env.cache_key(id), "{not json").await.unwrap();
 
+    // Act
     let first = find(&env.state, request_for("find-user.v2", id)).await;
     let second = find(&env.state, request_for("find-user.v2", id)).await;
 
+    // Assert
     assert_eq!(status(&first), 200);
     assert_eq!(header(&first, "x-cache"), Some("miss"));
     assert_eq!(header(&second, "x-cache"), Some("hit"));
@@ -417,14 +449,17 @@ async fn a_corrupt_cache_entry_is_a_miss_and_gets_replaced() {
 
 #[tokio::test]
 async fn without_path_parameters_the_id_comes_from_the_path() {
+    // Arrange
     let env = TestEnv::new().await;
     let id = create_ada(&env, Version::V2).await;
     let mut event: serde_json::Value = serde_json::from_str(&fixture("find-user.v2")).unwrap();
     event.as_object_mut().unwrap().remove("pathParameters");
     event["rawPath"] = json!(format!("/lambda-url/find-user/{id}"));
 
+    // Act
     let response = find(&env.state, request_from(&event.to_string())).await;
 
+    // Assert
     assert_eq!(status(&response), 200);
     assert_eq!(json_body(&response)["id"], id.to_string());
 }
@@ -433,12 +468,15 @@ async fn without_path_parameters_the_id_comes_from_the_path() {
 /// although the document says a cursor is a UUID.
 #[tokio::test]
 async fn an_empty_cursor_is_a_bad_request() {
+    // Arrange
     let env = TestEnv::new().await;
     let mut event: serde_json::Value = serde_json::from_str(&fixture("list-users.v2")).unwrap();
     set_query(&mut event, Version::V2, "cursor", "");
 
+    // Act
     let response = list(&env.state, request_from(&event.to_string())).await;
 
+    // Assert
     assert_eq!(status(&response), 400);
     assert_eq!(json_body(&response)["code"], "invalid_cursor");
 }

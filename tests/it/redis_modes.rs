@@ -101,12 +101,20 @@ async fn cluster_connection(cluster: &RedisCluster) -> redis::cluster_async::Clu
 
 #[tokio::test]
 async fn the_lease_lookup_works_on_keys_of_every_cluster_node() {
-    the_lease_lookup_works_on_every_node_of(RedisCluster::start()).await;
+    // Arrange
+    let cluster = RedisCluster::start();
+
+    // Act and assert
+    the_lease_lookup_works_on_every_node_of(cluster).await;
 }
 
 #[tokio::test]
 async fn the_lease_lookup_works_on_every_node_of_a_tls_cluster() {
-    the_lease_lookup_works_on_every_node_of(RedisCluster::start_with_tls()).await;
+    // Arrange
+    let cluster = RedisCluster::start_with_tls();
+
+    // Act and assert
+    the_lease_lookup_works_on_every_node_of(cluster).await;
 }
 
 async fn the_lease_lookup_works_on_every_node_of(cluster: RedisCluster) {
