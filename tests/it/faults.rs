@@ -2,6 +2,11 @@
 //! without them. Faults are injected with the TCP fault proxy in front of the
 //! real servers, or on a private redis-server, never on the shared ones.
 //! Timings printed here are the figures quoted in BENCHMARKS.md.
+//!
+//! The wall-clock bounds asserted here are generous, several times the
+//! timeout they check, so a loaded 2-core CI machine cannot break them, yet
+//! below what the broken behaviour (no timeout, or the default one) would
+//! take. The tight figures are the printed ones and the benchmark's.
 
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -13,6 +18,15 @@ use users_api::AppState;
 use uuid::Uuid;
 
 const REDIS_TIMEOUT_MS: u64 = 50;
+
+/// How long a find may take when Redis does not answer in time: twenty times
+/// `REDIS_TIMEOUT_MS`. Without the timeout it would wait for Redis, forever
+/// when black-holed or paused, 2 s at the latency below.
+const REDIS_BYPASS_BOUND: Duration = Duration::from_secs(1);
+
+/// What the proxy holds every chunk for, each way, in the slow-Redis test:
+/// a round trip takes twice this, well over `REDIS_BYPASS_BOUND`.
+const REDIS_LATENCY: Duration = Duration::from_secs(1);
 
 async fn timed_find(
     state: &AppState,
@@ -55,10 +69,7 @@ async fn find_with_redis_black_holed_answers_from_postgres_within_the_redis_time
     println!(
         "redis black-holed: find {elapsed:?} (healthy miss {healthy_miss:?}, hit {healthy_hit:?}, timeout {REDIS_TIMEOUT_MS} ms)"
     );
-    assert!(
-        elapsed < Duration::from_millis(REDIS_TIMEOUT_MS + 450),
-        "{elapsed:?}"
-    );
+    assert!(elapsed < REDIS_BYPASS_BOUND, "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -69,14 +80,14 @@ async fn find_with_redis_slow_answers_from_postgres() {
     timed_find(&env.state, id).await;
 
     // Act
-    proxy.set(Mode::Latency(Duration::from_millis(300)));
+    proxy.set(Mode::Latency(REDIS_LATENCY));
     let (response, elapsed) = timed_find(&env.state, id).await;
 
     // Assert
     assert_eq!(status(&response), 200);
     assert_eq!(header(&response, "x-cache"), Some("bypass"));
-    println!("redis answering in 300 ms: find {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(300), "{elapsed:?}");
+    println!("redis answering in {REDIS_LATENCY:?} each way: find {elapsed:?}");
+    assert!(elapsed < REDIS_BYPASS_BOUND, "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -107,8 +118,8 @@ async fn find_with_redis_paused_or_refusing_answers_from_postgres() {
     println!(
         "redis paused (SIGSTOP): find {paused_elapsed:?}; redis stopped: find {refused_elapsed:?}"
     );
-    assert!(paused_elapsed < Duration::from_millis(REDIS_TIMEOUT_MS + 450));
-    assert!(refused_elapsed < Duration::from_millis(REDIS_TIMEOUT_MS + 450));
+    assert!(paused_elapsed < REDIS_BYPASS_BOUND, "{paused_elapsed:?}");
+    assert!(refused_elapsed < REDIS_BYPASS_BOUND, "{refused_elapsed:?}");
 }
 
 #[tokio::test]
@@ -264,6 +275,8 @@ async fn postgres_refusing_connections_gives_a_quick_503_and_cold_start_succeeds
     );
     assert_eq!(status(&created), 503);
     println!("postgres refusing: init {init:?}, find 503 in {elapsed:?}");
+    // A refusal takes no timeout; waiting out the connect timeout would take
+    // 2 s (the default).
     assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
 }
 
@@ -284,6 +297,7 @@ async fn postgres_black_holed_gives_503_within_the_connect_timeout() {
     // Assert
     assert_eq!(status(&found), 503);
     println!("postgres black-holed: find 503 in {elapsed:?} (connect timeout 300 ms)");
+    // Five times the connect timeout, below the 2 s of the default one.
     assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
 }
 
@@ -310,7 +324,10 @@ async fn postgres_going_silent_mid_request_gives_504_within_the_client_timeout()
     println!(
         "postgres silent mid-request: find 504 in {elapsed:?} (statement timeout 300 ms + 500 ms)"
     );
-    assert!(elapsed < Duration::from_millis(2000), "{elapsed:?}");
+    // Nearly four times the 800 ms client timeout, below the 3.5 s the
+    // default statement timeout would give; with no client timeout at all
+    // the find would wait for the black hole forever.
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -339,6 +356,7 @@ async fn a_write_blocked_by_a_lock_times_out_with_504_and_changes_nothing() {
     // Assert
     assert_eq!(status(&updated), 504);
     assert_eq!(json_body(&updated)["code"], "timeout");
+    // Over six times the 300 ms lock timeout, below the 3 s of the default.
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     let found = find(&state, request_for("find-user.v2", id)).await;
     assert_eq!(json_body(&found)["email"], "locked@example.com");

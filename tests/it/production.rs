@@ -106,6 +106,7 @@ async fn an_untrusted_postgres_certificate_is_refused_and_requests_answer_503() 
     let state = state_from(&settings).await;
     let started = Instant::now();
     let found = find(&state, request_for("find-user.v2", Uuid::now_v7())).await;
+    let elapsed = started.elapsed();
 
     // Assert
     assert_eq!(
@@ -113,7 +114,9 @@ async fn an_untrusted_postgres_certificate_is_refused_and_requests_answer_503() 
         503,
         "the test CA is not among the trusted roots"
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // A refused certificate takes no timeout: well within 3 s, and below the
+    // 3.5 s a request waits for a Postgres that does not answer.
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[tokio::test]
