@@ -8,7 +8,7 @@ source scripts/services.sh
 
 ensure_postgres
 ensure_redis
-# tests/template.rs lints template.yaml with cfn-lint (required when CI is set).
+# tests/it/template.rs lints template.yaml with cfn-lint (required when CI is set).
 ensure_cfn_lint
 
 export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:$PG_PORT/postgres}"

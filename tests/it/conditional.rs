@@ -38,12 +38,14 @@ fn renamed(id: Uuid, name: &str) -> lambda_http::Request {
 
 #[tokio::test]
 async fn find_with_a_current_etag_answers_304_from_the_cache_without_a_body() {
+    // Arrange
     let env = TestEnv::new().await;
     let (id, created_etag) = create_user(&env).await;
     let first = find(&env.state, request_for("find-user.v2", id)).await;
     let etag = header(&first, "etag").unwrap().to_owned();
     let reads = env.state.users.store().reads();
 
+    // Act
     let strong = find(
         &env.state,
         with_header(request_for("find-user.v2", id), "if-none-match", &etag),
@@ -64,6 +66,7 @@ async fn find_with_a_current_etag_answers_304_from_the_cache_without_a_body() {
     )
     .await;
 
+    // Assert
     assert_eq!(etag, created_etag);
     assert_eq!(etag, "\"1\"");
     assert_eq!(status(&strong), 304);
@@ -81,9 +84,11 @@ async fn find_with_a_current_etag_answers_304_from_the_cache_without_a_body() {
 
 #[tokio::test]
 async fn update_with_the_current_etag_succeeds_and_changes_the_etag() {
+    // Arrange
     let env = TestEnv::new().await;
     let (id, etag) = create_user(&env).await;
 
+    // Act
     let updated = update(
         &env.state,
         with_header(renamed(id, "Ada King"), "if-match", &etag),
@@ -91,6 +96,7 @@ async fn update_with_the_current_etag_succeeds_and_changes_the_etag() {
     .await;
     let found = find(&env.state, request_for("find-user.v2", id)).await;
 
+    // Assert
     assert_eq!(status(&updated), 200);
     assert_eq!(header(&updated, "etag"), Some("\"2\""));
     assert_eq!(header(&found, "etag"), Some("\"2\""));
@@ -99,11 +105,11 @@ async fn update_with_the_current_etag_succeeds_and_changes_the_etag() {
 
 #[tokio::test]
 async fn writes_with_a_stale_weak_unknown_or_malformed_etag_answer_412_and_change_nothing() {
+    // Arrange
     let env = TestEnv::new().await;
     let (id, stale) = create_user(&env).await;
     let current = update(&env.state, renamed(id, "Second")).await;
     let current = header(&current, "etag").unwrap().to_owned();
-
     let cases = [
         stale.clone(),
         format!("W/{current}"),
@@ -111,7 +117,9 @@ async fn writes_with_a_stale_weak_unknown_or_malformed_etag_answer_412_and_chang
         current.trim_matches('"').to_owned(),
         String::new(),
     ];
+
     for if_match in &cases {
+        // Act
         let updated = update(
             &env.state,
             with_header(renamed(id, "Lost"), "if-match", if_match),
@@ -123,10 +131,16 @@ async fn writes_with_a_stale_weak_unknown_or_malformed_etag_answer_412_and_chang
         )
         .await;
 
-        assert_eq!(status(&updated), 412, "{if_match}");
-        assert_eq!(json_body(&updated)["code"], "precondition_failed");
-        assert_eq!(status(&deleted), 412, "{if_match}");
+        // Assert
+        assert_eq!(status(&updated), 412, "If-Match {if_match:?}");
+        assert_eq!(
+            json_body(&updated)["code"],
+            "precondition_failed",
+            "If-Match {if_match:?}"
+        );
+        assert_eq!(status(&deleted), 412, "If-Match {if_match:?}");
     }
+    // Assert: the user is as the last successful write left it.
     let found = find(&env.state, request_for("find-user.v2", id)).await;
     assert_eq!(json_body(&found)["name"], "Second");
     assert_eq!(header(&found, "etag"), Some(current.as_str()));
@@ -134,9 +148,11 @@ async fn writes_with_a_stale_weak_unknown_or_malformed_etag_answer_412_and_chang
 
 #[tokio::test]
 async fn if_match_star_needs_only_an_existing_user() {
+    // Arrange
     let env = TestEnv::new().await;
     let (id, _) = create_user(&env).await;
 
+    // Act
     let star = update(
         &env.state,
         with_header(renamed(id, "Star"), "if-match", "*"),
@@ -148,35 +164,48 @@ async fn if_match_star_needs_only_an_existing_user() {
     )
     .await;
 
+    // Assert
     assert_eq!(status(&star), 200);
     assert_eq!(status(&missing), 404);
 }
 
 #[tokio::test]
 async fn delete_with_the_current_etag_deletes() {
+    // Arrange
     let env = TestEnv::new().await;
     let (id, etag) = create_user(&env).await;
 
+    // Act
     let deleted = delete(
         &env.state,
         with_header(request_for("delete-user.v1", id), "if-match", &etag),
     )
     .await;
 
+    // Assert
     assert_eq!(status(&deleted), 204);
     assert_eq!(env.row_count().await, 0);
 }
 
+/// What the writers of [`two_writers`] send with their update.
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// No If-Match: a blind overwrite.
+    Blind,
+    /// If-Match with the ETag of the version both read.
+    IfMatchTheEtagRead,
+}
+
 /// Two clients read the same version and both write, each on its own instance,
 /// at the same moment. Returns the statuses and the final name.
-async fn two_writers(env: &TestEnv, if_match: Option<&str>) -> (Vec<u16>, String) {
+async fn two_writers(env: &TestEnv, precondition: Precondition) -> (Vec<u16>, String) {
     let (id, etag) = create_user(env).await;
     let (one, two) = (env.instance(&[]).await, env.instance(&[]).await);
     let request = |name: &str| {
         let request = renamed(id, name);
-        match if_match {
-            Some("read") => with_header(request, "if-match", &etag),
-            _ => request,
+        match precondition {
+            Precondition::IfMatchTheEtagRead => with_header(request, "if-match", &etag),
+            Precondition::Blind => request,
         }
     };
 
@@ -196,15 +225,23 @@ async fn two_writers(env: &TestEnv, if_match: Option<&str>) -> (Vec<u16>, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_writers_with_the_same_etag_cannot_both_win() {
+    // Arrange
     let env = TestEnv::new().await;
 
-    // Without If-Match both succeed and one update is silently lost.
-    let (blind, _) = two_writers(&env, None).await;
-    for _ in 0..10 {
-        let (statuses, name) = two_writers(&env, Some("read")).await;
+    // Act: without If-Match both succeed and one update is silently lost.
+    let (blind, _) = two_writers(&env, Precondition::Blind).await;
 
-        assert_eq!(statuses, vec![200, 412]);
-        assert!(name == "Writer one" || name == "Writer two");
-    }
+    // Assert
     assert_eq!(blind, vec![200, 200]);
+    for round in 1..=10 {
+        // Act: both with If-Match.
+        let (statuses, name) = two_writers(&env, Precondition::IfMatchTheEtagRead).await;
+
+        // Assert
+        assert_eq!(statuses, vec![200, 412], "round {round}");
+        assert!(
+            name == "Writer one" || name == "Writer two",
+            "round {round}: {name}"
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! Runtime API on loopback: a request's log record and EMF line are written
 //! after its response has been posted, and before the next event is polled.
 //!
-//! One test in its own binary: it sets the process's Lambda environment.
+//! The test sets the process's Lambda environment. Nextest (`scripts/test.sh`)
+//! runs every test of the suite in a process of its own, so no other test
+//! shares that environment.
 
 use lambda_http::tracing;
 use std::time::Duration;
@@ -117,7 +119,10 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     let _guard = logs.install(tracing::Level::INFO);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    // SAFETY: this binary's only test sets them before anything reads them.
+    // SAFETY: under nextest this test is alone in its process and sets them
+    // before anything reads them. (Under plain `cargo test`, the fallback of
+    // scripts/test.sh, other tests run on other threads; they read the
+    // environment only through std, which locks it.)
     unsafe {
         std::env::set_var("AWS_LAMBDA_RUNTIME_API", address.to_string());
         std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", "find-user");

@@ -27,7 +27,12 @@ fn documented_operations() -> BTreeSet<(String, String, String)> {
 
 fn declared_operations() -> BTreeSet<(String, String, String)> {
     for route in ROUTES {
-        assert_eq!(route.name, format!("{} {}", route.method, route.path));
+        assert_eq!(
+            route.name,
+            format!("{} {}", route.method, route.path),
+            "{}",
+            route.function
+        );
     }
     ROUTES
         .iter()
@@ -43,22 +48,31 @@ fn declared_operations() -> BTreeSet<(String, String, String)> {
 
 #[test]
 fn the_document_lists_exactly_the_routes_the_functions_serve() {
-    assert_eq!(documented_operations(), declared_operations());
+    // Arrange and act
+    let documented = documented_operations();
+    let declared = declared_operations();
+
+    // Assert
+    assert_eq!(documented, declared);
 }
 
 #[test]
 fn each_route_documents_exactly_the_statuses_its_function_answers_with() {
     for route in ROUTES {
+        // Arrange
         let declared: BTreeSet<u16> = route.statuses.iter().copied().collect();
 
+        // Act
         let documented = documented_statuses(route.method, route.path);
 
+        // Assert
         assert_eq!(documented, declared, "{} {}", route.method, route.path);
     }
 }
 
 #[test]
 fn every_error_code_the_library_sends_is_in_the_document() {
+    // Arrange: the documented codes and the library's sources.
     let codes: BTreeSet<&str> =
         openapi()["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
             .as_array()
@@ -72,6 +86,8 @@ fn every_error_code_the_library_sends_is_in_the_document() {
             std::fs::read_to_string(repository_file(&format!("shared/src/{file}"))).unwrap()
         })
         .collect();
+
+    // Act: the quoted words of the sources that look like error codes.
     let mut sent = BTreeSet::new();
     for (i, _) in sources.match_indices('"') {
         let rest = &sources[i + 1..];
@@ -81,6 +97,8 @@ fn every_error_code_the_library_sends_is_in_the_document() {
             sent.insert(word);
         }
     }
+
+    // Assert
     assert!(sent.len() >= 10, "{sent:?}");
     for code in sent {
         assert!(codes.contains(code), "{code} is sent but not documented");
@@ -89,6 +107,7 @@ fn every_error_code_the_library_sends_is_in_the_document() {
 
 #[test]
 fn the_local_router_serves_the_documented_routes() {
+    // Arrange
     let manifest: toml::Table = std::fs::read_to_string(repository_file("Cargo.toml"))
         .unwrap()
         .parse()
@@ -96,6 +115,8 @@ fn the_local_router_serves_the_documented_routes() {
     let router = manifest["workspace"]["metadata"]["lambda"]["watch"]["router"]
         .as_table()
         .expect("[workspace.metadata.lambda.watch.router]");
+
+    // Act
     let mut routed = BTreeSet::new();
     for (path, routes) in router {
         for route in routes.as_array().expect("a list of routes") {
@@ -105,6 +126,7 @@ fn the_local_router_serves_the_documented_routes() {
         }
     }
 
+    // Assert
     assert_eq!(routed, documented_operations());
 }
 
@@ -125,28 +147,33 @@ fn scalar(value: &serde_yaml_ng::Value) -> String {
 
 #[test]
 fn the_template_deploys_the_document_and_routes_each_operation_to_its_function() {
+    // Arrange
     let template = template();
     let resources = template["Resources"].as_mapping().expect("Resources");
     let api = &template["Resources"]["UsersHttpApi"]["Properties"];
+
+    // Act and assert: the API's definition is openapi.yaml, included;
     let include = &api["DefinitionBody"]["Fn::Transform"];
     assert_eq!(scalar(&include["Name"]), "AWS::Include");
     assert_eq!(scalar(&include["Parameters"]["Location"]), "openapi.yaml");
-
+    // each documented operation goes to its function, which API Gateway may
+    // invoke;
     for (method, path, function) in documented_operations() {
         let operation = &openapi()["paths"][&path][method.to_ascii_lowercase()];
-        let uri = operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+        let integration = &operation["x-amazon-apigateway-integration"];
+        let uri = integration["uri"]["Fn::Sub"]
             .as_str()
             .unwrap_or_else(|| panic!("{method} {path} has no Lambda integration"));
         let resource = uri
             .split("functions/${")
             .nth(1)
             .and_then(|rest| rest.split(".Arn}").next())
-            .expect("integration names a function resource");
+            .unwrap_or_else(|| panic!("{method} {path}: the integration names no function"));
         let built = &template["Resources"][resource]["Metadata"]["BuildProperties"]["Binary"];
         assert_eq!(scalar(built), function, "{method} {path} -> {resource}");
         assert_eq!(
-            operation["x-amazon-apigateway-integration"]["payloadFormatVersion"],
-            "2.0"
+            integration["payloadFormatVersion"], "2.0",
+            "{method} {path}"
         );
         let permitted = resources.values().any(|candidate| {
             scalar(&candidate["Type"]) == "AWS::Lambda::Permission"
@@ -154,6 +181,7 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
         });
         assert!(permitted, "API Gateway may not invoke {resource}");
     }
+    // and no function declares routes of its own.
     for (name, resource) in resources {
         if scalar(&resource["Type"]) == "AWS::Serverless::Function" {
             assert!(

@@ -67,7 +67,7 @@ fn the_functions_get_the_settings_of_tls_secrets_cluster_and_concurrency() {
     // Arrange
     let template = template();
 
-    // Act & Assert
+    // Act and assert
     for expected in [
         "DATABASE_SECRET_ARN: !Ref DatabaseSecretArn",
         "PG_CA_FILE: !If [HasRdsCaBundle, /opt/rds-global-bundle.pem, \"\"]",

@@ -16,11 +16,21 @@ use users_api::hooks::{PausePoint, Point};
 use users_api::testing::{GUARD_SCRIPT, RELEASE_SCRIPT};
 use uuid::Uuid;
 
+/// The instances of [`race_a_parked_fill`]'s finds afterwards, in order.
+const INSTANCES: [&str; 2] = ["on the writer's instance", "on the reader's instance"];
+
+/// The write [`race_a_parked_fill`] makes while a find is parked.
+#[derive(Debug, Clone, Copy)]
+enum Write {
+    Update,
+    Delete,
+}
+
 /// A `find` on one instance misses, reads the row and parks before its fill;
 /// `write` (on another instance) runs to success; the find is released.
 /// Returns the parked find's answer, the write's, and what `find` answers
 /// afterwards on both instances.
-async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Response<Body>; 2]) {
+async fn race_a_parked_fill(write: Write) -> (Response<Body>, Response<Body>, [Response<Body>; 2]) {
     let env = TestEnv::new().await;
     let id = create_user(&env.state, "old@example.com", "Old").await;
     let pause = Arc::new(PausePoint::default());
@@ -31,11 +41,11 @@ async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Re
     let written = async {
         pause.reached().await;
         let written = match write {
-            "update" => {
+            Write::Update => {
                 let body = json!({"email": "new@example.com", "name": "New"});
                 update(&env.state, with_body("update-user.v2", id, &body)).await
             }
-            _ => delete(&env.state, request_for("delete-user.v2", id)).await,
+            Write::Delete => delete(&env.state, request_for("delete-user.v2", id)).await,
         };
         pause.release();
         written
@@ -51,27 +61,31 @@ async fn race_a_parked_fill(write: &str) -> (Response<Body>, Response<Body>, [Re
 
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_the_value_an_update_replaced() {
-    let (early, updated, after) = race_a_parked_fill("update").await;
+    // Arrange and act
+    let (early, updated, after) = race_a_parked_fill(Write::Update).await;
 
+    // Assert
     assert_eq!(status(&updated), 200);
     assert_eq!(
         json_body(&early)["email"],
         "old@example.com",
         "started before the write"
     );
-    for found in &after {
-        assert_eq!(json_body(found)["email"], "new@example.com");
+    for (instance, found) in INSTANCES.iter().zip(&after) {
+        assert_eq!(json_body(found)["email"], "new@example.com", "{instance}");
     }
 }
 
 #[tokio::test]
 async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
-    let (early, deleted, after) = race_a_parked_fill("delete").await;
+    // Arrange and act
+    let (early, deleted, after) = race_a_parked_fill(Write::Delete).await;
 
+    // Assert
     assert_eq!(status(&deleted), 204);
     assert_eq!(status(&early), 200, "started before the delete");
-    for found in &after {
-        assert_eq!(status(found), 404);
+    for (instance, found) in INSTANCES.iter().zip(&after) {
+        assert_eq!(status(found), 404, "{instance}");
     }
 }
 
@@ -373,25 +387,32 @@ fn assert_no_stale_reads(history: &[Op]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_history_without_faults_has_no_stale_read() {
+    // Arrange
     let env = TestEnv::new().await;
 
+    // Act
     let history = run_history(&env, 40, None).await;
 
+    // Assert
     assert_no_stale_reads(&history);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_history_with_redis_connections_killed_has_no_stale_read() {
+    // Arrange
     let redis = RedisServer::start();
     let env = TestEnv::with_settings(&[("REDIS_URL", &redis.url())]).await;
 
+    // Act
     let history = run_history(&env, 40, Some(&redis)).await;
 
+    // Assert
     assert_no_stale_reads(&history);
 }
 
 #[test]
 fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
+    // Arrange
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     let write = Op {
@@ -423,7 +444,11 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
         end: at(21),
     };
 
-    assert_eq!(stale_reads(&[write, stale, concurrent, other_id]).len(), 1);
+    // Act
+    let violations = stale_reads(&[write, stale, concurrent, other_id]);
+
+    // Assert
+    assert_eq!(violations.len(), 1, "{violations:?}");
 }
 
 /// `INSTANCES` separate instances miss one key at the same moment; returns
@@ -457,11 +482,12 @@ async fn stampede(fill_wait_ms: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_instances_missing_one_hot_key_read_postgres_once() {
-    // Waiting for the fill is the protection; 1 ms of waiting is next to none.
+    // Arrange and act: the same stampede with 1 ms of waiting for the fill
+    // (next to none), then with waiting, which is the protection.
     let unprotected = stampede("1").await;
-
     let protected = stampede("5000").await;
 
+    // Assert
     println!(
         "stampede, 32 concurrent misses: {protected} Postgres reads with fill waiting, {unprotected} without"
     );
@@ -470,12 +496,15 @@ async fn many_instances_missing_one_hot_key_read_postgres_once() {
 
 #[tokio::test]
 async fn a_missing_user_is_cached_as_not_found_for_the_negative_ttl() {
+    // Arrange
     let env = TestEnv::with_settings(&[("CACHE_NEGATIVE_TTL_SECONDS", "30")]).await;
     let missing = Uuid::now_v7();
 
+    // Act
     let first = find(&env.state, request_for("find-user.v2", missing)).await;
     let second = find(&env.state, request_for("find-user.v1", missing)).await;
 
+    // Assert
     assert_eq!(status(&first), 404);
     assert_eq!(status(&second), 404);
     assert_eq!(json_body(&second)["code"], "not_found");
@@ -493,6 +522,7 @@ async fn a_missing_user_is_cached_as_not_found_for_the_negative_ttl() {
 
 #[tokio::test]
 async fn a_write_refused_by_an_unreachable_redis_changes_nothing_in_postgres() {
+    // Arrange
     let redis = RedisServer::start();
     let env = TestEnv::with_settings(&[
         ("REDIS_URL", &redis.url()),
@@ -502,9 +532,11 @@ async fn a_write_refused_by_an_unreachable_redis_changes_nothing_in_postgres() {
     let id = create_user(&env.state, "kept@example.com", "Kept").await;
     drop(redis);
 
+    // Act
     let updated = update(&env.state, request_for("update-user.v2", id)).await;
     let deleted = delete(&env.state, request_for("delete-user.v2", id)).await;
 
+    // Assert
     assert_eq!(status(&updated), 503);
     assert_eq!(json_body(&updated)["code"], "service_unavailable");
     assert_eq!(status(&deleted), 503);

@@ -1,0 +1,20 @@
+//! The cross-function test suite, one binary with a module per area. The
+//! support library (`test_support`, in `tests/support/`) gives each test its
+//! own Postgres schema and Redis key prefix, the event fixtures and calls into
+//! the real handlers; the benchmarks share it.
+//!
+//! Run one area with a filter on the module, e.g. `scripts/test.sh faults::`
+//! or `cargo nextest run -p users-api-tests -E 'test(/^faults::/)'`.
+
+mod api;
+mod cache_races;
+mod conditional;
+mod contract;
+mod faults;
+mod production;
+mod redis_modes;
+mod runtime;
+mod secrets;
+mod telemetry;
+mod template;
+mod tls;
