@@ -4,7 +4,7 @@ Bodies that are not valid UTF-8 are skipped: `cargo lambda watch`, the local
 stand-in for API Gateway, cannot put them into an event and answers 500 on its
 own (API Gateway would base64-encode them). The functions' handling of such
 bodies is covered by `hostile_requests_get_a_json_4xx_and_write_nothing` in
-tests/faults.rs, which sends a base64-encoded non-UTF-8 body.
+tests/it/faults.rs, which sends a base64-encoded non-UTF-8 body.
 """
 
 import schemathesis

@@ -18,7 +18,13 @@ pub enum ApiError {
     /// 400: some part of the request is malformed; `code` says which.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    /// 404: no user with this id.
+    /// 401: the event carries no verified caller (no authorizer context).
+    #[error("this API needs a verified caller")]
+    Unauthorized,
+    /// 403: the caller's token lacks the operation's scope.
+    #[error("the token lacks scope {0}")]
+    Forbidden(&'static str),
+    /// 404: no user with this id, or one the caller may not see.
     #[error("no user with id {0}")]
     NotFound(Uuid),
     /// 409: the email is already used by another user (case-insensitively).
@@ -59,6 +65,8 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             Self::BadRequest { .. } => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::EmailTaken => 409,
             Self::PreconditionFailed => 412,
@@ -74,6 +82,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::EmailTaken => "email_taken",
             Self::PreconditionFailed => "precondition_failed",

@@ -6,16 +6,18 @@
 //! JSON body `{"code": ..., "message": ...}`; server errors are logged with
 //! their cause chain and answered with our own message only.
 
+use crate::auth::{Caller, Scope};
 use crate::config::Limits;
 use crate::error::ApiError;
 use lambda_http::http::{HeaderValue, StatusCode, header};
+use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 /// What a function serves: its route and every status it can answer with.
 /// `openapi.yaml`, `template.yaml` and the local router must say the same;
-/// `tests/contract.rs` checks they do.
+/// `tests/it/contract.rs` checks they do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub function: &'static str,
@@ -24,10 +26,75 @@ pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub statuses: &'static [u16],
+    /// The OAuth scope a caller needs (`security` of the operation).
+    pub scope: Scope,
 }
 
 /// Response header telling where a `find` answer came from: `hit`, `miss` or `bypass`.
 pub const X_CACHE: &str = "x-cache";
+
+/// The local-only headers that name the caller (`AUTH_LOCAL_HEADERS`).
+pub const X_LOCAL_SUB: &str = "x-local-sub";
+pub const X_LOCAL_SCOPES: &str = "x-local-scopes";
+
+/// The caller API Gateway verified: the `sub` claim and the scopes of the
+/// authorizer context (payload 2.0: `authorizer.jwt.scopes` and the `scope`
+/// claim; 1.0, a Cognito authorizer: the `scope` claim of
+/// `authorizer.claims`). Without a context, 401; unless `local_headers`
+/// (`AUTH_LOCAL_HEADERS`, never deployed) lets [`X_LOCAL_SUB`] and
+/// [`X_LOCAL_SCOPES`] name one.
+pub fn caller(request: &Request, local_headers: bool) -> Result<Caller, ApiError> {
+    let verified = match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|authorizer| authorizer.jwt.as_ref())
+            .map(|jwt| {
+                let scope_claim = jwt.claims.get("scope").map(String::as_str);
+                let listed = jwt.scopes.iter().flatten().map(String::as_str);
+                let sub = jwt.claims.get("sub").map(String::as_str);
+                Caller::new(
+                    sub.unwrap_or_default(),
+                    listed.chain(scope_claim.unwrap_or_default().split_whitespace()),
+                )
+            }),
+        Some(RequestContext::ApiGatewayV1(context)) => context
+            .authorizer
+            .fields
+            .get("claims")
+            .and_then(serde_json::Value::as_object)
+            .map(|claims| {
+                let claim = |name| claims.get(name).and_then(serde_json::Value::as_str);
+                Caller::new(
+                    claim("sub").unwrap_or_default(),
+                    claim("scope").unwrap_or_default().split_whitespace(),
+                )
+            }),
+        _ => None,
+    };
+    // A context whose subject is empty is no caller, whatever the headers say.
+    let caller = match verified {
+        Some(caller) => caller,
+        None if local_headers => {
+            let header = |name| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|value| value.to_str().ok())
+            };
+            header(X_LOCAL_SUB).and_then(|sub| {
+                Caller::new(
+                    sub,
+                    header(X_LOCAL_SCOPES)
+                        .unwrap_or_default()
+                        .split_whitespace(),
+                )
+            })
+        }
+        None => None,
+    };
+    caller.ok_or(ApiError::Unauthorized)
+}
 
 /// The `{id}` of `/users/{id}`.
 pub fn path_id(request: &Request) -> Result<Uuid, ApiError> {

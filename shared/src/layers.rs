@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["service"],
     &["store", "cache"],
     &["telemetry"],
-    &["user", "config", "error", "tls", "secrets", "hooks"],
+    &["user", "auth", "config", "error", "tls", "secrets", "hooks"],
 ];
 
 /// Every module of `src` (a file or a folder) and the modules it names as

@@ -16,12 +16,13 @@
 //! | cache-aside | [`service`] (`find.rs`: a miss goes to Postgres; `write.rs`) |
 //! | I/O | [`store`] (Postgres), [`cache`] (Redis) |
 //! | telemetry | [`telemetry`] (nothing from the domain) |
-//! | domain | [`user`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |
+//! | domain | [`user`], [`auth`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |
 //!
 //! The `layers` test fails when an import goes up or round in a circle.
 //! docs/cache.md describes the cache protocol; docs/configuration.md every
 //! setting.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;

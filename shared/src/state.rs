@@ -1,6 +1,7 @@
 //! The state a function builds once per cold start and lends to every
 //! request, and [`AppState::serve`], which runs one request with it.
 
+use crate::auth::{Caller, Scope};
 use crate::cache::UserCache;
 use crate::config::{Config, Limits};
 use crate::error::ApiError;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Each request's log record and EMF line (and the cold-start flag).
     pub telemetry: Outbox,
+    /// `AUTH_LOCAL_HEADERS`: see [`http::caller`].
+    pub local_auth_headers: bool,
 }
 
 impl AppState {
@@ -54,11 +57,28 @@ impl AppState {
         if let Err(error) = redis_up {
             tracing::warn!(endpoint = %config.redis.endpoint, error = %error, "Redis unavailable at init; serving from Postgres until it is back");
         }
+        if config.local_auth_headers {
+            tracing::warn!(
+                "AUTH_LOCAL_HEADERS is on: a request without an authorizer context is served \
+                 as whoever its x-local-sub header names. For a local machine only, never a deployment"
+            );
+        }
         Ok(Self {
             users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
             telemetry: Outbox::new(config.metrics_namespace.clone()),
+            local_auth_headers: config.local_auth_headers,
         })
+    }
+
+    /// The request's verified caller, if it holds `scope`: 401 without a
+    /// caller, 403 without the scope. Its subject goes into the request's
+    /// log record.
+    pub fn caller(&self, request: &Request, scope: Scope) -> Result<Caller, ApiError> {
+        let caller = http::caller(request, self.local_auth_headers)?;
+        telemetry::record_subject(caller.subject());
+        caller.require(scope)?;
+        Ok(caller)
     }
 
     /// Runs one request's `work` and turns its result into what the handler

@@ -24,6 +24,10 @@ pub struct User {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The subject of the caller that created it (`None`: created before
+    /// access control). Not in the body: it decides who may see the user.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// Whether `body` is a [`User`] as the API serializes it: how the cache
@@ -212,6 +216,7 @@ mod tests {
             version: 3,
             created_at: OffsetDateTime::now_utc(),
             updated_at: OffsetDateTime::now_utc(),
+            owner: Some("ada".into()),
         };
         let body = serde_json::to_vec(&user).unwrap();
         let mut fields: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -71,6 +71,42 @@ fn each_route_documents_exactly_the_statuses_its_function_answers_with() {
 }
 
 #[test]
+fn every_operation_needs_the_jwt_authorizer_with_the_scope_its_function_checks() {
+    // Arrange
+    let document = openapi();
+    let scheme = &document["components"]["securitySchemes"]["UsersAuthorizer"];
+
+    for route in ROUTES {
+        // Act
+        let operation = &document["paths"][route.path][route.method.to_ascii_lowercase()];
+
+        // Assert: nothing left open, and the gateway asks for the scope the
+        // function checks itself.
+        assert_eq!(
+            operation["security"],
+            serde_json::json!([{"UsersAuthorizer": [route.scope.as_str()]}]),
+            "{} {}",
+            route.method,
+            route.path
+        );
+    }
+    assert!(
+        document.get("security").is_none(),
+        "no document-wide override"
+    );
+    let authorizer = &scheme["x-amazon-apigateway-authorizer"];
+    assert_eq!(authorizer["type"], "jwt");
+    assert_eq!(
+        authorizer["identitySource"],
+        "$request.header.Authorization"
+    );
+    let configuration = authorizer["jwtConfiguration"].to_string();
+    for parameter in ["${JwtIssuer}", "${JwtAudience}"] {
+        assert!(configuration.contains(parameter), "{configuration}");
+    }
+}
+
+#[test]
 fn every_error_code_the_library_sends_is_in_the_document() {
     // Arrange: the documented codes and the library's sources.
     let codes: BTreeSet<&str> =

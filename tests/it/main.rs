@@ -6,6 +6,7 @@
 //! Run one area with a filter on the module, e.g. `scripts/test.sh faults::`
 //! or `cargo nextest run -p users-api-tests -E 'test(/^faults::/)'`.
 
+mod access;
 mod api;
 mod cache_races;
 mod conditional;

@@ -93,7 +93,8 @@ async fn no_password_or_connection_string_reaches_logs_or_errors() {
     }
     let config = Config::from_lookup(lookup(good)).expect("valid settings");
     let state = AppState::connect(&config).await.expect("init survives");
-    let find = state.users.find(uuid::Uuid::now_v7()).await;
+    let caller = users_api::auth::Caller::new("reader", ["users/read"]).expect("a caller");
+    let find = state.users.find(&caller, uuid::Uuid::now_v7()).await;
     messages.push(format!("{:?}", find.err()));
     let logs = captured.text();
 

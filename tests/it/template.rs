@@ -63,6 +63,26 @@ fn no_iam_statement_allows_every_action() {
 }
 
 #[test]
+fn the_template_asks_for_the_token_issuer_and_never_trusts_local_headers() {
+    // Arrange
+    let template = template();
+
+    // Act and assert
+    assert!(template.contains("  JwtIssuer:"), "JwtIssuer parameter");
+    assert!(template.contains("  JwtAudience:"), "JwtAudience parameter");
+    let settings = template
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'));
+    assert!(
+        !settings
+            .clone()
+            .any(|line| line.contains("AUTH_LOCAL_HEADERS")),
+        "the local-only caller headers must never be on in a deployment"
+    );
+    assert!(settings.clone().any(|line| line.contains("DATABASE_URL:")));
+}
+
+#[test]
 fn the_functions_get_the_settings_of_tls_secrets_cluster_and_concurrency() {
     // Arrange
     let template = template();

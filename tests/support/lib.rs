@@ -26,6 +26,9 @@ pub mod tls;
 /// The user id written in the find/update/delete fixtures; tests replace it.
 pub const FIXTURE_ID: &str = "0190f0c2-1111-7000-8000-000000000001";
 
+/// The caller (`sub`) of every fixture's authorizer context.
+pub const FIXTURE_SUBJECT: &str = "7d0f3b1e-2c4a-4f6e-9b8d-1a2b3c4d5e6f";
+
 const TEST_DATABASE: &str = "users_api_test";
 
 pub fn admin_database_url() -> String {
@@ -299,6 +302,61 @@ pub fn with_body(name: &str, id: Uuid, body: &serde_json::Value) -> Request {
         serde_json::from_str(&fixture(name).replace(FIXTURE_ID, &id.to_string())).expect("json");
     event["body"] = serde_json::Value::String(body.to_string());
     request_from(&event.to_string())
+}
+
+/// Who a request comes from, as API Gateway's authorizer would say.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// No authorizer context at all.
+    Anonymous,
+    /// A verified `subject` whose token carries `scopes`.
+    Verified {
+        subject: &'a str,
+        scopes: &'a [&'a str],
+    },
+}
+
+/// The fixture `name` aimed at user `id`, coming from `caller`: the claims
+/// of its authorizer context (v2: `jwt.claims` and `jwt.scopes`; v1: the
+/// Cognito `claims`) replaced, or the context removed.
+pub fn request_as(name: &str, id: Uuid, caller: Caller<'_>) -> Request {
+    request_from(&event_as(
+        &fixture(name).replace(FIXTURE_ID, &id.to_string()),
+        caller,
+    ))
+}
+
+/// `event` (fixture text) coming from `caller`; see [`request_as`].
+pub fn event_as(event: &str, caller: Caller<'_>) -> String {
+    let mut event: serde_json::Value = serde_json::from_str(event).expect("fixture JSON");
+    let context = event["requestContext"]
+        .as_object_mut()
+        .expect("requestContext");
+    let v2 = context.contains_key("http");
+    match caller {
+        Caller::Anonymous => {
+            context.remove("authorizer");
+        }
+        Caller::Verified { subject, scopes } => {
+            let mut claims = serde_json::json!({
+                "sub": subject,
+                "scope": scopes.join(" "),
+                "iss": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_EXAMPLE",
+                "client_id": "example-client-id",
+                "token_use": "access",
+            });
+            if subject.is_empty() {
+                claims.as_object_mut().expect("claims").remove("sub");
+            }
+            let authorizer = if v2 {
+                serde_json::json!({"jwt": {"claims": claims, "scopes": scopes}})
+            } else {
+                serde_json::json!({"claims": claims})
+            };
+            context.insert("authorizer".to_owned(), authorizer);
+        }
+    }
+    event.to_string()
 }
 
 /// Creates a user through the real `create-user` handler; returns its id.

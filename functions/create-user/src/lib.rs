@@ -1,7 +1,9 @@
-//! `POST /users`: creates a user; 201 with the user, its `Location` and `ETag`.
+//! `POST /users`: creates a user owned by the caller; 201 with the user, its
+//! `Location` and `ETag`. Needs `users/write`.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
+use users_api::auth::Scope;
 use users_api::user::{NewUser, UserPayload};
 use users_api::{ApiError, AppState, http};
 
@@ -10,7 +12,8 @@ pub const ROUTE: http::Route = http::Route {
     name: "POST /users",
     method: "POST",
     path: "/users",
-    statuses: &[201, 400, 409, 413, 415, 500, 503, 504],
+    statuses: &[201, 400, 401, 403, 409, 413, 415, 500, 503, 504],
+    scope: Scope::Write,
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
@@ -18,10 +21,11 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 }
 
 async fn create(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = state.caller(request, ROUTE.scope)?;
     let payload: UserPayload = http::json_body(request, &state.limits)?;
     let user = state
         .users
-        .create(&NewUser::parse(payload, &state.limits)?)
+        .create(&caller, &NewUser::parse(payload, &state.limits)?)
         .await?;
     let mut response = http::json_value(StatusCode::CREATED, &user)?;
     let location = HeaderValue::try_from(format!("/users/{}", user.id))

@@ -1,8 +1,10 @@
 //! `DELETE /users/{id}`: 204 when the user existed, 404 otherwise; with
 //! `If-Match`, only if the user is still at that version (412 otherwise).
+//! Needs `users/write`; another owner's user is 404 without `users/admin`.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
+use users_api::auth::Scope;
 use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
@@ -10,7 +12,8 @@ pub const ROUTE: http::Route = http::Route {
     name: "DELETE /users/{id}",
     method: "DELETE",
     path: "/users/{id}",
-    statuses: &[204, 400, 404, 412, 500, 503, 504],
+    statuses: &[204, 400, 401, 403, 404, 412, 500, 503, 504],
+    scope: Scope::Write,
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
@@ -18,8 +21,9 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 }
 
 async fn delete(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = state.caller(request, ROUTE.scope)?;
     let id = http::path_id(request)?;
     let if_match = http::if_match(request);
-    state.users.delete(id, if_match.as_deref()).await?;
+    state.users.delete(&caller, id, if_match.as_deref()).await?;
     Ok(http::empty(StatusCode::NO_CONTENT))
 }

@@ -1,8 +1,10 @@
 //! `GET /users/{id}`: the user, through the cache; `x-cache` says how, `ETag`
 //! carries the version, and a matching `If-None-Match` gets 304 without a body.
+//! Needs `users/read`; another owner's user is 404 without `users/admin`.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
+use users_api::auth::Scope;
 use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
@@ -10,7 +12,8 @@ pub const ROUTE: http::Route = http::Route {
     name: "GET /users/{id}",
     method: "GET",
     path: "/users/{id}",
-    statuses: &[200, 304, 400, 404, 500, 503, 504],
+    statuses: &[200, 304, 400, 401, 403, 404, 500, 503, 504],
+    scope: Scope::Read,
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
@@ -18,7 +21,8 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 }
 
 async fn find(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
-    let found = state.users.find(http::path_id(request)?).await?;
+    let caller = state.caller(request, ROUTE.scope)?;
+    let found = state.users.find(&caller, http::path_id(request)?).await?;
     let mut response = if http::none_match(request, found.version) {
         http::empty(StatusCode::NOT_MODIFIED)
     } else {

@@ -1,7 +1,9 @@
-//! `GET /users?limit=N&cursor=C`: a page of users in creation order (not cached).
+//! `GET /users?limit=N&cursor=C`: a page of users in creation order (not
+//! cached). Needs `users/admin`: every user's email is in it.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Error, Request, Response};
+use users_api::auth::Scope;
 use users_api::{ApiError, AppState, http};
 
 pub const ROUTE: http::Route = http::Route {
@@ -9,7 +11,8 @@ pub const ROUTE: http::Route = http::Route {
     name: "GET /users",
     method: "GET",
     path: "/users",
-    statuses: &[200, 400, 500, 503, 504],
+    statuses: &[200, 400, 401, 403, 500, 503, 504],
+    scope: Scope::Admin,
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
@@ -17,6 +20,7 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 }
 
 async fn list(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    state.caller(request, ROUTE.scope)?;
     let (cursor, limit) = http::list_query(request, &state.limits)?;
     let page = state.users.list(cursor, limit).await?;
     http::json_value(StatusCode::OK, &page)

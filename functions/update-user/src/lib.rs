@@ -1,9 +1,11 @@
 //! `PUT /users/{id}`: replaces email and name; 200 with the updated user and
 //! its new `ETag`. With `If-Match`, only if the user is still at that version
 //! (412 otherwise), so two clients cannot silently overwrite each other.
+//! Needs `users/write`; another owner's user is 404 without `users/admin`.
 
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Error, Request, Response};
+use users_api::auth::Scope;
 use users_api::user::{NewUser, UserPayload};
 use users_api::{ApiError, AppState, http};
 
@@ -12,7 +14,8 @@ pub const ROUTE: http::Route = http::Route {
     name: "PUT /users/{id}",
     method: "PUT",
     path: "/users/{id}",
-    statuses: &[200, 400, 404, 409, 412, 413, 415, 500, 503, 504],
+    statuses: &[200, 400, 401, 403, 404, 409, 412, 413, 415, 500, 503, 504],
+    scope: Scope::Write,
 };
 
 pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>, Error> {
@@ -20,11 +23,15 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Response<Body>
 }
 
 async fn update(state: &AppState, request: &Request) -> Result<Response<Body>, ApiError> {
+    let caller = state.caller(request, ROUTE.scope)?;
     let id = http::path_id(request)?;
     let if_match = http::if_match(request);
     let payload: UserPayload = http::json_body(request, &state.limits)?;
     let user = NewUser::parse(payload, &state.limits)?;
-    let updated = state.users.update(id, &user, if_match.as_deref()).await?;
+    let updated = state
+        .users
+        .update(&caller, id, &user, if_match.as_deref())
+        .await?;
     let mut response = http::json_value(StatusCode::OK, &updated)?;
     response
         .headers_mut()

@@ -25,8 +25,12 @@ use uuid::Uuid;
 /// What [`UserCache::lookup`] found.
 #[derive(Debug)]
 pub enum Lookup {
-    /// The user's version and response body, ready to send.
-    Hit { version: i64, body: Vec<u8> },
+    /// The user's version, owner and response body, ready to send.
+    Hit {
+        version: i64,
+        owner: Option<String>,
+        body: Vec<u8>,
+    },
     /// A cached "no such user".
     NotFound,
     /// The key was empty and this caller now holds the fill lease.
@@ -41,7 +45,11 @@ pub enum Lookup {
 
 /// What a lease holder stores.
 pub enum Entry<'a> {
-    User { version: i64, body: &'a [u8] },
+    User {
+        version: i64,
+        owner: Option<&'a str>,
+        body: &'a [u8],
+    },
     NotFound,
 }
 
@@ -91,7 +99,15 @@ impl UserCache {
             return Ok(Lookup::Leased(lease));
         };
         Ok(match protocol::decode(value) {
-            Stored::User { version, body } => Lookup::Hit { version, body },
+            Stored::User {
+                version,
+                owner,
+                body,
+            } => Lookup::Hit {
+                version,
+                owner,
+                body,
+            },
             Stored::NotFound => Lookup::NotFound,
             Stored::Filling => Lookup::Filling,
             Stored::Writing => Lookup::Writing,
@@ -107,8 +123,12 @@ impl UserCache {
         entry: Entry<'_>,
     ) -> Result<bool, CacheError> {
         let (value, ttl) = match entry {
-            Entry::User { version, body } => (
-                protocol::encode_user(version, body),
+            Entry::User {
+                version,
+                owner,
+                body,
+            } => (
+                protocol::encode_user(version, owner, body),
                 lease.jittered(self.ttl),
             ),
             Entry::NotFound => (protocol::encode_not_found(), millis(self.negative_ttl)),

@@ -2,15 +2,8 @@
 //! commands and scripts that move a key between them. docs/cache.md says why
 //! these states make a stale read after an acknowledged write impossible.
 //!
-//! One key per user, `{CACHE_KEY_PREFIX}:v3:user:{id}`, whose value starts
-//! with a one-byte tag:
-//!
-//! | value | meaning |
-//! |---|---|
-//! | `v` + version + `:` + body | the user's version (its ETag) and response body |
-//! | `n` | no such user (a negative entry) |
-//! | `l` + token | a miss holds the right to fill |
-//! | `w` + writer tokens | writes are in progress: nobody may fill |
+//! One key per user, `{CACHE_KEY_PREFIX}:v4:user:{id}`, whose value starts
+//! with a one-byte tag: docs/cache.md, "Keys and their states".
 
 use redis::{Cmd, Script};
 use std::sync::LazyLock;
@@ -19,11 +12,15 @@ use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
-const FORMAT_VERSION: &str = "v3";
+const FORMAT_VERSION: &str = "v4";
 
+/// A user: `v{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
+/// No such user.
 const NEGATIVE: u8 = b'n';
+/// A fill lease: `l{token}`.
 pub(crate) const LEASE: u8 = b'l';
+/// Writes in progress: `w{writer tokens}`.
 const WRITING: u8 = b'w';
 
 /// The part of every key before the user's id.
@@ -101,6 +98,7 @@ pub(crate) enum Stored {
     /// A user's version and response body, checked to be a user's body.
     User {
         version: i64,
+        owner: Option<String>,
         body: Vec<u8>,
     },
     NotFound,
@@ -114,11 +112,13 @@ pub(crate) enum Stored {
 /// Reads a stored value.
 pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
     match value.first() {
-        Some(&VALUE) => match split_version(&value) {
-            Some((version, start)) if crate::user::is_user_body(&value[start..]) => {
+        Some(&VALUE) => match split_header(&value) {
+            Some((version, owner, start)) if crate::user::is_user_body(&value[start..]) => {
+                let owner = owner.map(str::to_owned);
                 value.drain(..start);
                 Stored::User {
                     version,
+                    owner,
                     body: value,
                 }
             }
@@ -131,13 +131,14 @@ pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
     }
 }
 
-/// `v{version}:{body}`, the stored form of a user.
-pub(crate) fn encode_user(version: i64, body: &[u8]) -> Vec<u8> {
-    let version = version.to_string();
-    let mut value = Vec::with_capacity(body.len() + version.len() + 2);
-    value.push(VALUE);
-    value.extend_from_slice(version.as_bytes());
-    value.push(b':');
+/// `v{version}:{owner length}:{owner}{body}`, the stored form of a user;
+/// a user without an owner has length 0.
+pub(crate) fn encode_user(version: i64, owner: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let owner = owner.unwrap_or_default();
+    let header = format!("{}{version}:{}:", char::from(VALUE), owner.len());
+    let mut value = Vec::with_capacity(header.len() + owner.len() + body.len());
+    value.extend_from_slice(header.as_bytes());
+    value.extend_from_slice(owner.as_bytes());
     value.extend_from_slice(body);
     value
 }
@@ -147,11 +148,23 @@ pub(crate) fn encode_not_found() -> Vec<u8> {
     vec![NEGATIVE]
 }
 
-/// The version of a `v{version}:{body}` value and where its body starts.
-fn split_version(value: &[u8]) -> Option<(i64, usize)> {
-    let colon = value.iter().take(24).position(|&byte| byte == b':')?;
-    let version = std::str::from_utf8(&value[1..colon]).ok()?.parse().ok()?;
-    Some((version, colon + 1))
+/// The version and owner of a `v{version}:{owner length}:{owner}{body}`
+/// value, and where its body starts.
+fn split_header(value: &[u8]) -> Option<(i64, Option<&str>, usize)> {
+    let (version, rest) = number_before_colon(value, 1)?;
+    let (length, owner_start) = number_before_colon(value, rest)?;
+    let body_start = owner_start.checked_add(usize::try_from(length).ok()?)?;
+    let owner = std::str::from_utf8(value.get(owner_start..body_start)?).ok()?;
+    Some((version, (!owner.is_empty()).then_some(owner), body_start))
+}
+
+/// The decimal number from `start` to the next `:`, and where what follows
+/// that colon starts.
+fn number_before_colon(value: &[u8], start: usize) -> Option<(i64, usize)> {
+    let digits = value.get(start..)?;
+    let colon = digits.iter().take(21).position(|&byte| byte == b':')?;
+    let number = std::str::from_utf8(&digits[..colon]).ok()?.parse().ok()?;
+    Some((number, start + colon + 1))
 }
 
 /// Whole milliseconds, at least 1 (Redis refuses an expiry of 0).
@@ -168,22 +181,30 @@ mod tests {
     const BODY: &[u8] = br#"{"id":"0190f0c2-1111-7000-8000-000000000001","email":"a@example.com","name":"A","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#;
 
     #[test]
-    fn a_user_round_trips_its_version_and_body() {
-        // Arrange
-        let value = encode_user(42, BODY);
+    fn a_user_round_trips_its_version_owner_and_body() {
+        for owner in [Some("7d0f3b1e-2c4a"), Some("a:b:c"), None] {
+            // Arrange
+            let value = encode_user(42, owner, BODY);
 
-        // Act
-        let stored = decode(value.clone());
+            // Act
+            let stored = decode(value.clone());
 
-        // Assert
-        assert!(value.starts_with(b"v42:{"));
-        assert_eq!(
-            stored,
-            Stored::User {
-                version: 42,
-                body: BODY.to_vec()
-            }
-        );
+            // Assert
+            let length = owner.map_or(0, str::len);
+            assert!(
+                value.starts_with(format!("v42:{length}:").as_bytes()),
+                "{owner:?}"
+            );
+            assert_eq!(
+                stored,
+                Stored::User {
+                    version: 42,
+                    owner: owner.map(str::to_owned),
+                    body: BODY.to_vec()
+                },
+                "{owner:?}"
+            );
+        }
     }
 
     #[test]
@@ -205,14 +226,21 @@ mod tests {
     #[test]
     fn values_that_are_not_a_user_are_unreadable_and_kept_as_they_are() {
         // Arrange
-        let mut not_a_user = b"v1:".to_vec();
+        let mut not_a_user = b"v1:0:".to_vec();
         not_a_user.extend_from_slice(br#"{"id":1}"#);
-        let cases: [&[u8]; 8] = [
+        let mut old_format = b"v1:".to_vec();
+        old_format.extend_from_slice(BODY);
+        let mut owner_too_long = b"v1:999:ada".to_vec();
+        owner_too_long.extend_from_slice(BODY);
+        let cases: [&[u8]; 11] = [
             b"",
             b"v",
             b"vx:{}",
             b"v:{}",
+            b"v1:x:{}",
             &not_a_user,
+            &old_format,
+            &owner_too_long,
             b"n-extra",
             b"x",
             b"{\"legacy\":true}",
@@ -239,7 +267,7 @@ mod tests {
         // Assert
         assert_eq!(
             key,
-            "users-api:v3:user:0190f0c2-1111-7000-8000-000000000001"
+            "users-api:v4:user:0190f0c2-1111-7000-8000-000000000001"
         );
     }
 

@@ -20,6 +20,10 @@ pub struct Config {
     pub limits: Limits,
     /// CloudWatch namespace of the EMF metric lines; `None` when disabled.
     pub metrics_namespace: Option<String>,
+    /// `AUTH_LOCAL_HEADERS`: for local use only, an event without an
+    /// authorizer context names its caller in `x-local-sub` and
+    /// `x-local-scopes` headers. Never on in a deployment.
+    pub local_auth_headers: bool,
 }
 
 #[derive(Clone)]
@@ -67,7 +71,7 @@ pub struct RedisConfig {
 
 #[derive(Clone)]
 pub struct CacheConfig {
-    /// Keys are `{key_prefix}:v3:user:{id}`; the `v3` changes with the entry format.
+    /// Keys are `{key_prefix}:v4:user:{id}`; the `v4` changes with the entry format.
     pub key_prefix: String,
     pub ttl: Duration,
     pub negative_ttl: Duration,
@@ -205,6 +209,7 @@ impl Config {
                 env.optional("METRICS_NAMESPACE")
                     .unwrap_or_else(|| "users-api".to_owned())
             }),
+            local_auth_headers: env.flag("AUTH_LOCAL_HEADERS", false)?,
         })
     }
 }

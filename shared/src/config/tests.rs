@@ -93,6 +93,7 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "SECRETS_TIMEOUT_MS" => ms(secret?.timeout),
         "REDIS_CLUSTER" => config.redis.cluster.to_string(),
         "METRICS_ENABLED" => config.metrics_namespace.is_some().to_string(),
+        "AUTH_LOCAL_HEADERS" => config.local_auth_headers.to_string(),
         "METRICS_NAMESPACE" => config.metrics_namespace.clone()?,
         "CACHE_KEY_PREFIX" => config.cache.key_prefix.clone(),
         "CACHE_TTL_SECONDS" => config.cache.ttl.as_secs().to_string(),

@@ -5,6 +5,7 @@
 //! pure; docs/cache.md says why it is safe.
 
 use super::{UserService, log_cache_error, to_body};
+use crate::auth::Caller;
 use crate::cache::{CacheError, Entry, Lease, Lookup};
 use crate::error::ApiError;
 use crate::hooks::Point;
@@ -27,8 +28,12 @@ pub struct Found {
 /// What `find` does with what the cache answered.
 #[derive(Debug)]
 enum Step {
-    /// Answer the cached body.
-    Hit { version: i64, body: Vec<u8> },
+    /// Answer the cached body, if the caller may see its owner's user.
+    Hit {
+        version: i64,
+        owner: Option<String>,
+        body: Vec<u8>,
+    },
     /// Answer 404 from the negative entry.
     NotFound,
     /// Read Postgres and fill under this lease.
@@ -48,7 +53,15 @@ enum Step {
 /// caller may wait for another's fill.
 fn next_step(lookup: Result<Lookup, CacheError>, now: Instant, give_up_waiting: Instant) -> Step {
     match lookup {
-        Ok(Lookup::Hit { version, body }) => Step::Hit { version, body },
+        Ok(Lookup::Hit {
+            version,
+            owner,
+            body,
+        }) => Step::Hit {
+            version,
+            owner,
+            body,
+        },
         Ok(Lookup::NotFound) => Step::NotFound,
         Ok(Lookup::Leased(lease)) => Step::Fill(lease),
         Ok(Lookup::Filling) if now < give_up_waiting => {
@@ -61,13 +74,22 @@ fn next_step(lookup: Result<Lookup, CacheError>, now: Instant, give_up_waiting: 
 }
 
 impl UserService {
-    pub async fn find(&self, id: Uuid) -> Result<Found, ApiError> {
+    /// User `id`, if `caller` may see it: another owner's user is
+    /// [`ApiError::NotFound`], decided from the cache entry on a hit.
+    pub async fn find(&self, caller: &Caller, id: Uuid) -> Result<Found, ApiError> {
         let give_up_waiting = Instant::now() + self.fill_wait;
         let mut lookup = self.cache.lookup(id).await;
         loop {
             match next_step(lookup, Instant::now(), give_up_waiting) {
-                Step::Hit { version, body } => {
+                Step::Hit {
+                    version,
+                    owner,
+                    body,
+                } => {
                     telemetry::record_cache(CacheStatus::Hit);
+                    if !caller.may_see(owner.as_deref()) {
+                        return Err(ApiError::NotFound(id));
+                    }
                     return Ok(Found {
                         body,
                         version,
@@ -78,15 +100,17 @@ impl UserService {
                     telemetry::record_cache(CacheStatus::Hit);
                     return Err(ApiError::NotFound(id));
                 }
-                Step::Fill(lease) => return self.fill(id, &lease).await,
+                Step::Fill(lease) => return self.fill(caller, id, &lease).await,
                 Step::WaitUntil(instant) => {
                     tokio::time::sleep_until(instant).await;
                     lookup = self.cache.lookup(id).await;
                 }
-                Step::ReadThrough => return self.read_through(id, CacheStatus::Miss).await,
+                Step::ReadThrough => {
+                    return self.read_through(caller, id, CacheStatus::Miss).await;
+                }
                 Step::Bypass(error) => {
                     log_cache_error("find", &error);
-                    return self.read_through(id, CacheStatus::Bypass).await;
+                    return self.read_through(caller, id, CacheStatus::Bypass).await;
                 }
                 Step::Replace(value) => {
                     lookup = match self.cache.take_over(id, &value).await {
@@ -99,37 +123,49 @@ impl UserService {
         }
     }
 
-    /// The lease holder's miss: read Postgres, then fill if the lease survived.
-    async fn fill(&self, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
+    /// The lease holder's miss: read Postgres, then fill if the lease
+    /// survived. The entry is the user's whoever asked; the answer is the
+    /// caller's only if it may see it.
+    async fn fill(&self, caller: &Caller, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
         telemetry::record_cache(CacheStatus::Miss);
         let user = self.store.get(id).await?;
-        let found = user
-            .map(|user| {
-                to_body(&user).map(|body| Found {
-                    body,
-                    version: user.version,
-                    cache: CacheStatus::Miss,
-                })
-            })
-            .transpose()?;
+        let body = user.as_ref().map(to_body).transpose()?;
         self.hooks.pass(Point::BeforeFill).await;
-        let entry = match &found {
-            Some(found) => Entry::User {
-                version: found.version,
-                body: &found.body,
+        let entry = match (&user, &body) {
+            (Some(user), Some(body)) => Entry::User {
+                version: user.version,
+                owner: user.owner.as_deref(),
+                body,
             },
-            None => Entry::NotFound,
+            _ => Entry::NotFound,
         };
         if let Err(error) = self.cache.fill(id, lease, entry).await {
             log_cache_error("fill", &error);
         }
-        found.ok_or(ApiError::NotFound(id))
+        match (user, body) {
+            (Some(user), Some(body)) if caller.may_see(user.owner.as_deref()) => Ok(Found {
+                body,
+                version: user.version,
+                cache: CacheStatus::Miss,
+            }),
+            _ => Err(ApiError::NotFound(id)),
+        }
     }
 
     /// Postgres only, without touching the cache.
-    async fn read_through(&self, id: Uuid, cache: CacheStatus) -> Result<Found, ApiError> {
+    async fn read_through(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        cache: CacheStatus,
+    ) -> Result<Found, ApiError> {
         telemetry::record_cache(cache);
-        let user = self.store.get(id).await?.ok_or(ApiError::NotFound(id))?;
+        let user = self
+            .store
+            .get(id)
+            .await?
+            .filter(|user| caller.may_see(user.owner.as_deref()))
+            .ok_or(ApiError::NotFound(id))?;
         Ok(Found {
             body: to_body(&user)?,
             version: user.version,
@@ -164,6 +200,7 @@ mod tests {
             let hit = next_step(
                 Ok(Lookup::Hit {
                     version: 7,
+                    owner: Some("ada".into()),
                     body: b"{}".to_vec(),
                 }),
                 now,
@@ -174,7 +211,7 @@ mod tests {
 
             // Assert
             assert!(
-                matches!(hit, Step::Hit { version: 7, ref body } if body == b"{}"),
+                matches!(hit, Step::Hit { version: 7, ref owner, ref body } if body == b"{}" && owner.as_deref() == Some("ada")),
                 "{left} ms left: {hit:?}"
             );
             assert!(

@@ -15,6 +15,7 @@ mod write;
 
 pub use find::Found;
 
+use crate::auth::Caller;
 use crate::cache::{CacheError, UserCache};
 use crate::config::CacheConfig;
 use crate::error::ApiError;
@@ -50,8 +51,12 @@ impl UserService {
         }
     }
 
-    pub async fn create(&self, user: &NewUser) -> Result<User, ApiError> {
-        let created = self.store.insert(Uuid::now_v7(), user).await?;
+    /// Creates a user owned by `caller`.
+    pub async fn create(&self, caller: &Caller, user: &NewUser) -> Result<User, ApiError> {
+        let created = self
+            .store
+            .insert(Uuid::now_v7(), user, caller.subject())
+            .await?;
         // The id is new, so only a negative entry could exist, and only if a
         // client guessed a UUIDv7 before it was made; clear it all the same.
         if let Err(error) = self.cache.invalidate(created.id).await {

@@ -3,6 +3,7 @@
 //! (docs/cache.md).
 
 use super::{UserService, log_cache_error};
+use crate::auth::Caller;
 use crate::cache::WriteGuard;
 use crate::error::ApiError;
 use crate::hooks::Point;
@@ -11,24 +12,34 @@ use crate::user::{NewUser, User};
 use uuid::Uuid;
 
 impl UserService {
-    /// Replaces email and name. With `if_match`, only while the user's
-    /// version is one of those (412 otherwise), checked in the same statement.
+    /// Replaces email and name of a user `caller` may change (another
+    /// owner's is 404). With `if_match`, only while the user's version is one
+    /// of those (412 otherwise), checked in the same statement.
     pub async fn update(
         &self,
+        caller: &Caller,
         id: Uuid,
         user: &NewUser,
         if_match: Option<&[i64]>,
     ) -> Result<User, ApiError> {
         let guard = self.guard(id).await?;
-        let updated = self.store.update(id, user, if_match).await;
+        let updated = self
+            .store
+            .update(id, user, if_match, caller.owner_filter())
+            .await;
         self.release(id, &guard).await;
         written(id, updated?)
     }
 
-    /// Deletes the user; `if_match` as for [`UserService::update`].
-    pub async fn delete(&self, id: Uuid, if_match: Option<&[i64]>) -> Result<(), ApiError> {
+    /// Deletes the user; `caller` and `if_match` as for [`UserService::update`].
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        if_match: Option<&[i64]>,
+    ) -> Result<(), ApiError> {
         let guard = self.guard(id).await?;
-        let deleted = self.store.delete(id, if_match).await;
+        let deleted = self.store.delete(id, if_match, caller.owner_filter()).await;
         self.release(id, &guard).await;
         written(id, deleted?)
     }

@@ -133,9 +133,13 @@ impl UserStore {
         Ok(())
     }
 
-    pub async fn insert(&self, id: Uuid, user: &NewUser) -> Result<User, ApiError> {
+    /// Stores a new user owned by `owner` (the creator's subject).
+    pub async fn insert(&self, id: Uuid, user: &NewUser, owner: &str) -> Result<User, ApiError> {
         let row = self
-            .query_opt(INSERT, &[&id, &user.email.as_str(), &user.name.as_str()])
+            .query_opt(
+                INSERT,
+                &[&id, &user.email.as_str(), &user.name.as_str(), &owner],
+            )
             .await?;
         row.map(|row| to_user(&row))
             .ok_or_else(|| ApiError::Internal("INSERT returned no row".into()))
@@ -159,34 +163,36 @@ impl UserStore {
         Ok(rows.iter().map(to_user).collect())
     }
 
-    /// Replaces email and name if the current version is one of `expected`
-    /// (any version when `None`), atomically.
+    /// Replaces email and name if the user is `owner`'s (anyone's when
+    /// `None`) and its current version is one of `expected` (any version when
+    /// `None`), atomically. Another owner's user is [`Written::NotFound`].
     pub async fn update(
         &self,
         id: Uuid,
         user: &NewUser,
         expected: Option<&[i64]>,
+        owner: Option<&str>,
     ) -> Result<Written<User>, ApiError> {
+        let (email, name) = (user.email.as_str(), user.name.as_str());
         let row = self
-            .query_opt(
-                UPDATE,
-                &[&id, &user.email.as_str(), &user.name.as_str(), &expected],
-            )
+            .query_opt(UPDATE, &[&id, &email, &name, &expected, &owner])
             .await?;
         Ok(match row {
-            Some(row) if row.get::<_, bool>(6) => Written::Done(to_user(&row)),
+            Some(row) if row.get::<_, bool>(7) => Written::Done(to_user(&row)),
             Some(_) => Written::Conflict,
             None => Written::NotFound,
         })
     }
 
-    /// Deletes the user if its version is one of `expected` (any when `None`).
+    /// Deletes the user if it is `owner`'s and its version is one of
+    /// `expected`; `None` as for [`UserStore::update`].
     pub async fn delete(
         &self,
         id: Uuid,
         expected: Option<&[i64]>,
+        owner: Option<&str>,
     ) -> Result<Written<()>, ApiError> {
-        let row = self.query_opt(DELETE, &[&id, &expected]).await?;
+        let row = self.query_opt(DELETE, &[&id, &expected, &owner]).await?;
         Ok(match row {
             Some(row) if row.get::<_, bool>(0) => Written::Done(()),
             Some(_) => Written::Conflict,
@@ -275,5 +281,6 @@ fn to_user(row: &Row) -> User {
         version: row.get(3),
         created_at: row.get(4),
         updated_at: row.get(5),
+        owner: row.get(6),
     }
 }

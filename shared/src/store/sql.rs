@@ -1,16 +1,17 @@
 //! The five statements the API sends, as `&'static str`s: no formatting
-//! per request.
+//! per request. A write names the owner it must match (`NULL`: any, for an
+//! admin), so another caller's user is "no such user" to it, in the same
+//! statement and without a second read.
 
-/// The columns of a [`User`], in `to_user` order; a macro so the statements
-/// below are `&'static str` (no formatting per request).
+/// The columns of a [`User`](crate::user::User), in `to_user` order.
 macro_rules! columns {
     () => {
-        "id, email, name, version, created_at, updated_at"
+        "id, email, name, version, created_at, updated_at, owner"
     };
 }
 
 pub(super) const INSERT: &str = concat!(
-    "INSERT INTO users (id, email, name) VALUES ($1, $2, $3) RETURNING ",
+    "INSERT INTO users (id, email, name, owner) VALUES ($1, $2, $3, $4) RETURNING ",
     columns!()
 );
 pub(super) const SELECT: &str = concat!("SELECT ", columns!(), " FROM users WHERE id = $1");
@@ -19,20 +20,24 @@ pub(super) const LIST: &str = concat!(
     columns!(),
     " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
 );
-/// Updates only if the version is one of `$4` (or `$4` is NULL), in one
-/// statement: the second branch returns the current row, unchanged, when the
-/// precondition failed, and nothing when there is no such user.
+/// Updates only a user of owner `$5` (any when NULL) whose version is one of
+/// `$4` (any when NULL), in one statement: the second branch returns that
+/// user's current row, unchanged, when the version did not match, and
+/// nothing when there is no such user of that owner.
 pub(super) const UPDATE: &str = concat!(
     "WITH updated AS (UPDATE users SET email = $2, name = $3, version = version + 1, \
-     updated_at = now() WHERE id = $1 AND ($4::bigint[] IS NULL OR version = ANY($4)) \
-     RETURNING ",
+     updated_at = now() WHERE id = $1 AND ($5::text IS NULL OR owner = $5) \
+     AND ($4::bigint[] IS NULL OR version = ANY($4)) RETURNING ",
     columns!(),
     ") SELECT *, true FROM updated UNION ALL SELECT ",
     columns!(),
-    ", false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM updated)"
+    ", false FROM users WHERE id = $1 AND ($5::text IS NULL OR owner = $5) \
+     AND NOT EXISTS (SELECT 1 FROM updated)"
 );
-/// Deletes only if the version is one of `$2` (or `$2` is NULL); like UPDATE.
+/// Deletes only a user of owner `$3` whose version is one of `$2`; like UPDATE.
 pub(super) const DELETE: &str = "WITH deleted AS (DELETE FROM users WHERE id = $1 \
+     AND ($3::text IS NULL OR owner = $3) \
      AND ($2::bigint[] IS NULL OR version = ANY($2)) RETURNING id) \
      SELECT true FROM deleted UNION ALL \
-     SELECT false FROM users WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM deleted)";
+     SELECT false FROM users WHERE id = $1 AND ($3::text IS NULL OR owner = $3) \
+     AND NOT EXISTS (SELECT 1 FROM deleted)";

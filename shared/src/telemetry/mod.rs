@@ -11,7 +11,8 @@
 //! function's log format is JSON, with the invocation's request id in its
 //! span); EMF lines go straight to stdout, and a line that already is a JSON
 //! object passes through Lambda's JSON log format untouched. This module
-//! imports nothing from the domain, and nothing here takes a URL or a secret.
+//! imports nothing from the domain, and nothing here takes a URL, a token or
+//! a secret: the log record names the caller by its subject only.
 
 mod emf;
 mod outbox;
@@ -20,7 +21,7 @@ mod timings;
 
 pub use outbox::Outbox;
 pub use record::Record;
-pub use timings::{Measured, measure, record_cache, record_postgres, record_redis};
+pub use timings::{Measured, measure, record_cache, record_postgres, record_redis, record_subject};
 
 /// How the cache answered a `find`; sent as the `x-cache` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ pub struct Record {
     pub function: &'static str,
     pub status: u16,
     pub latency: Duration,
-    /// Postgres and Redis time and the cache outcome.
+    /// Postgres and Redis time, the cache outcome and the caller.
     pub measured: Measured,
     /// Whether this was the first request of its sandbox; set by the outbox.
     pub cold_start: bool,
@@ -29,6 +29,7 @@ impl Record {
         tracing::info!(
             request_id = self.request_id,
             route = self.route,
+            subject = self.measured.subject.as_deref(),
             status = self.status,
             cache = self.measured.cache.map(CacheStatus::as_str),
             latency_ms = millis(self.latency),
@@ -91,11 +92,12 @@ mod tests {
             cache: Some(CacheStatus::Bypass),
             postgres: Some(Duration::from_micros(2500)),
             redis: Some(Duration::from_millis(50)),
+            subject: Some("ada".into()),
         };
 
         // Act
-        let line: Value =
-            serde_json::from_str(&record(measured, true).emf_line("users-api")).unwrap();
+        let text = record(measured, true).emf_line("users-api");
+        let line: Value = serde_json::from_str(&text).unwrap();
 
         // Assert
         assert_eq!(line["CacheHit"], 0.0);
@@ -105,6 +107,7 @@ mod tests {
         assert_eq!(line["RedisLatency"], 50.0);
         assert_eq!(line["ColdStart"], 1.0);
         assert_eq!(line["Function"], "find-user");
+        assert!(!text.contains("ada"), "no caller in metrics: {text}");
         let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();

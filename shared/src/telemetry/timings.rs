@@ -1,11 +1,12 @@
-//! What one request spent in Postgres and Redis, and how the cache answered
-//! it, recorded where it happens (the store, the cache, the service) and
-//! collected by [`measure`] around the request.
+//! What one request spent in Postgres and Redis, how the cache answered it
+//! and who called, recorded where it happens (the store, the cache, the
+//! service, the caller's check) and collected by [`measure`] around the
+//! request.
 //!
 //! Task-local, so requests running at once in one process never mix.
 
 use super::CacheStatus;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 tokio::task_local! {
@@ -17,10 +18,11 @@ struct Timings {
     postgres: Cell<Option<Duration>>,
     redis: Cell<Option<Duration>>,
     cache: Cell<Option<CacheStatus>>,
+    subject: RefCell<Option<String>>,
 }
 
 /// What [`measure`] collected for one request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Measured {
     /// Time spent in Postgres calls, if any were made.
     pub postgres: Option<Duration>,
@@ -28,6 +30,8 @@ pub struct Measured {
     pub redis: Option<Duration>,
     /// How the cache answered a `find`; `None` for the other routes.
     pub cache: Option<CacheStatus>,
+    /// The verified caller's subject (the token's `sub`), once known.
+    pub subject: Option<String>,
 }
 
 /// Runs `work` (one request) and returns what it recorded.
@@ -39,6 +43,7 @@ pub async fn measure<F: std::future::Future>(work: F) -> (F::Output, Measured) {
                 postgres: t.postgres.get(),
                 redis: t.redis.get(),
                 cache: t.cache.get(),
+                subject: t.subject.take(),
             });
             (output, measured)
         })
@@ -60,6 +65,11 @@ pub fn record_cache(status: CacheStatus) {
     let _ = CURRENT.try_with(|t| t.cache.set(Some(status)));
 }
 
+/// Records the current request's verified caller.
+pub fn record_subject(subject: &str) {
+    let _ = CURRENT.try_with(|t| *t.subject.borrow_mut() = Some(subject.to_owned()));
+}
+
 fn add(total: &Cell<Option<Duration>>, spent: Duration) {
     total.set(Some(total.get().unwrap_or_default() + spent));
 }
@@ -75,6 +85,7 @@ mod tests {
             record_postgres(Duration::from_millis(2));
             record_postgres(Duration::from_millis(3));
             record_cache(CacheStatus::Miss);
+            record_subject("ada");
         };
         let other = async { record_redis(Duration::from_millis(1)) };
 
@@ -89,6 +100,7 @@ mod tests {
                 postgres: Some(Duration::from_millis(5)),
                 redis: None,
                 cache: Some(CacheStatus::Miss),
+                subject: Some("ada".to_owned()),
             }
         );
         assert_eq!(
