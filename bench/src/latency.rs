@@ -9,23 +9,10 @@
 use crate::floor::{self, Floor};
 use crate::handlers::{self, Caller, Op};
 use crate::measure::{BoxError, Measured};
-use crate::report::Report;
-use crate::world::{CALLERS, Plan, World};
+use crate::report::{HIT_METRICS_OFF, HIT_TELEMETRY_INLINE, MISS_METRICS_OFF, Report};
+use crate::world::{CALLERS, Plan, SLICES, World};
 use std::sync::Arc;
 use uuid::Uuid;
-
-pub const HIT_METRICS_OFF: &str = "find (hit), metrics off";
-pub const HIT_TELEMETRY_INLINE: &str = "find (hit), telemetry written before answering";
-pub const MISS_METRICS_OFF: &str = "find (miss, fresh id), metrics off";
-
-/// Each phase is run in this many interleaved slices, after one more slice
-/// that is not counted (the first minute of a round runs slow).
-const SLICES: usize = 10;
-
-/// Fresh ids one caller needs for `count` timed calls after `warmup`.
-pub fn fresh_ids_needed(warmup: usize, count: usize) -> usize {
-    (SLICES + 1) * ((warmup / SLICES).max(1) + (count / SLICES).max(1))
-}
 
 pub async fn run(world: &World<'_>, plan: &Plan, report: &mut Report) -> Result<(), BoxError> {
     // A function serves one request at a time on a current_thread runtime;

@@ -144,7 +144,7 @@ async fn run(options: &Options) -> (Report, Result<(), BoxError>) {
 async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<(), BoxError> {
     let plan = Plan::new(options.quick);
     let world = World::set_up(env, &plan).await?;
-    world.describe(report).await?;
+    world.describe(&mut report.context).await?;
     let spinner = options.spinner.then(spinner::Spinner::start);
     latency::run(&world, &plan, report).await?;
     let spinning = match spinner.map(spinner::Spinner::stop) {
@@ -157,7 +157,7 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
         spinning.to_owned(),
     ));
     let zipf = Zipf::new(OFFLOAD_USERS, ZIPF_EXPONENT);
-    offload::run(&world, &plan, &zipf, SEED, report).await?;
+    offload::run(&world, &plan, &zipf, SEED, &mut report.offload).await?;
     lifecycle::cold_starts(&world, &plan, &options.bin_dir, report).await?;
     lifecycle::memory(&world, &plan, &options.bin_dir, &zipf, SEED + 1, report).await?;
     eprintln!("== footprint");

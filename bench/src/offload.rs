@@ -6,7 +6,6 @@
 use crate::fixtures::{Events, Zipf, request};
 use crate::handlers::{Op, check, handle, x_cache};
 use crate::measure::BoxError;
-use crate::report::Report;
 use crate::world::{CALLERS, Plan, World};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -61,7 +60,7 @@ pub async fn run(
     plan: &Plan,
     zipf: &Zipf,
     seed: u64,
-    report: &mut Report,
+    runs: &mut Vec<Offload>,
 ) -> Result<(), BoxError> {
     eprintln!("== database offload");
     let ranks = zipf.sequence(seed, plan.offload_finds);
@@ -71,7 +70,7 @@ pub async fn run(
 
     let state = world.instance("o1", &[]).await;
     let run = sequential("cache, 1 caller", &state, ids, &ranks, events, limit);
-    report.offload.push(run.await?);
+    runs.push(run.await?);
     drop(state);
 
     let mut states = Vec::new();
@@ -86,7 +85,7 @@ pub async fn run(
         ranks_shared,
         events.clone(),
     );
-    report.offload.push(run.await?);
+    runs.push(run.await?);
     drop(states);
 
     // Nothing listens on a free port: every find bypasses the cache.
@@ -100,9 +99,9 @@ pub async fn run(
     let ranks = &ranks[..plan.offload_finds / 10];
     let label = "no cache (Redis port closed)";
     let run = sequential(label, &state, ids, ranks, events, Duration::from_secs(60));
-    report.offload.push(run.await?);
+    runs.push(run.await?);
 
-    for run in &report.offload {
+    for run in runs.iter() {
         eprintln!(
             "  {:<30} {} finds, {} PG reads, {} distinct ids",
             run.label, run.finds, run.reads, run.distinct

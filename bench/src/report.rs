@@ -4,12 +4,17 @@
 use crate::floor::Floor;
 use crate::footprint::Footprint;
 use crate::handlers::Op;
-use crate::latency::{HIT_METRICS_OFF, HIT_TELEMETRY_INLINE, MISS_METRICS_OFF};
 use crate::measure::{Measured, median, micros, millis};
 use crate::offload::Offload;
 use crate::process::{ColdStart, LongRun};
 use std::fmt::Write;
 use std::time::Duration;
+
+/// Labels of the reference rows the latency rounds add and the ratio table
+/// reads back.
+pub const HIT_METRICS_OFF: &str = "find (hit), metrics off";
+pub const HIT_TELEMETRY_INLINE: &str = "find (hit), telemetry written before answering";
+pub const MISS_METRICS_OFF: &str = "find (miss, fresh id), metrics off";
 
 pub const ZIP_TARGET_BYTES: u64 = 2 * 1024 * 1024;
 pub const RSS_TARGET_KB: u64 = 16 * 1024;

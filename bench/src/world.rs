@@ -2,14 +2,21 @@
 //! purpose, and how a function instance (in-process or spawned) is configured.
 
 use crate::fixtures::{self, Events, Row};
-use crate::latency::fresh_ids_needed;
 use crate::measure::BoxError;
-use crate::report::Report;
 use std::collections::HashMap;
 use std::sync::Arc;
 use test_support::TestEnv;
 use users_api::AppState;
 use uuid::Uuid;
+
+/// Each latency phase is run in this many interleaved slices, after one more
+/// slice that is not counted (the first minute of a round runs slow).
+pub const SLICES: usize = 10;
+
+/// Fresh ids one caller needs for `count` timed calls after `warmup`.
+pub fn fresh_ids_needed(warmup: usize, count: usize) -> usize {
+    (SLICES + 1) * ((warmup / SLICES).max(1) + (count / SLICES).max(1))
+}
 
 pub const CALLERS: usize = 8;
 pub const OFFLOAD_USERS: usize = 10_000;
@@ -155,8 +162,8 @@ impl<'a> World<'a> {
         env.into_iter().collect()
     }
 
-    /// Server versions and settings, for the report's header.
-    pub async fn describe(&self, report: &mut Report) -> Result<(), BoxError> {
+    /// Server versions and settings, for the report's header (`context`).
+    pub async fn describe(&self, context: &mut Vec<(String, String)>) -> Result<(), BoxError> {
         let postgres: String = self
             .env
             .pg()
@@ -175,7 +182,7 @@ impl<'a> World<'a> {
             .trim()
             .to_owned();
         let workers = std::thread::available_parallelism().map_or(0, |n| n.get());
-        report.context.extend([
+        context.extend([
             (
                 "PostgreSQL / Redis".to_owned(),
                 format!("{postgres} / {redis_version}, loopback"),
