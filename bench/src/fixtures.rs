@@ -34,15 +34,17 @@ impl Row {
     }
 }
 
-/// Inserts `rows` into `{schema}.users`, 5,000 per statement.
+/// Inserts `rows` into `{schema}.users`, 5,000 per statement, owned by the
+/// fixtures' caller (who the timed requests come from).
 pub async fn insert(
     pg: &tokio_postgres::Client,
     schema: &str,
     rows: &[Row],
 ) -> Result<(), tokio_postgres::Error> {
     let sql = format!(
-        "INSERT INTO {schema}.users (id, email, name) \
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])"
+        "INSERT INTO {schema}.users (id, email, name, owner) \
+         SELECT *, '{}' FROM unnest($1::uuid[], $2::text[], $3::text[])",
+        test_support::FIXTURE_SUBJECT
     );
     for chunk in rows.chunks(5_000) {
         let ids: Vec<Uuid> = chunk.iter().map(|row| row.id).collect();
