@@ -440,3 +440,26 @@ async fn the_log_record_names_the_caller_by_its_subject_and_never_the_token() {
         assert!(!logs.contains(token), "{version}: the token leaked: {logs}");
     }
 }
+
+#[tokio::test]
+async fn the_fixtures_without_a_caller_or_without_admin_are_refused() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let id = create_as(&env, "v2", owner(), "fixture@example.com").await;
+
+    // Act
+    let anonymous = functions::find(
+        &env.state,
+        test_support::request_for("find-user.no-auth.v2", id),
+    )
+    .await;
+    let not_admin = functions::list(
+        &env.state,
+        test_support::request_for("list-users.no-admin.v2", id),
+    )
+    .await;
+
+    // Assert
+    assert_error(&anonymous, 401, "unauthorized", "find-user.no-auth.v2");
+    assert_error(&not_admin, 403, "forbidden", "list-users.no-admin.v2");
+}

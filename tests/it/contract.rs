@@ -227,3 +227,33 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
         }
     }
 }
+
+#[test]
+fn every_event_fixture_is_sent_by_a_test() {
+    // Arrange
+    let sources: String = std::fs::read_dir(repository_file("tests/it"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    let fixtures = std::fs::read_dir(test_support::events_dir()).unwrap();
+
+    // Act
+    let unused: Vec<String> = fixtures
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|file| file.strip_suffix(".json").map(str::to_owned))
+        .filter(|name| {
+            // By its whole name, by its case (`"bad-uuid"`), or as a
+            // `{function}.{version}` built from parts.
+            let parts: Vec<&str> = name.split('.').collect();
+            let used = match parts.as_slice() {
+                [_, case, _] => sources.contains(&format!("\"{case}\"")),
+                [function, _] => sources.contains(&format!("{function}.{{version}}")),
+                _ => false,
+            };
+            !(used || sources.contains(&format!("\"{name}\"")))
+        })
+        .collect();
+
+    // Assert
+    assert!(unused.is_empty(), "fixtures no test sends: {unused:?}");
+}
