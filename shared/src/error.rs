@@ -30,6 +30,12 @@ pub enum ApiError {
     /// 409: the email is already used by another user (case-insensitively).
     #[error("a user with this email already exists")]
     EmailTaken,
+    /// 409: an earlier request with this `Idempotency-Key` is still running.
+    #[error("a request with this Idempotency-Key is still in progress; retry later")]
+    IdempotencyKeyInFlight,
+    /// 422: this `Idempotency-Key` was used for another request.
+    #[error("this Idempotency-Key was used for another request")]
+    IdempotencyKeyReused,
     /// 412: `If-Match` named none of the user's current version.
     #[error("the user has changed since the version given in If-Match")]
     PreconditionFailed,
@@ -68,7 +74,8 @@ impl ApiError {
             Self::Unauthorized => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::EmailTaken => 409,
+            Self::EmailTaken | Self::IdempotencyKeyInFlight => 409,
+            Self::IdempotencyKeyReused => 422,
             Self::PreconditionFailed => 412,
             Self::PayloadTooLarge { .. } => 413,
             Self::UnsupportedMediaType => 415,
@@ -86,6 +93,8 @@ impl ApiError {
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::EmailTaken => "email_taken",
+            Self::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::PreconditionFailed => "precondition_failed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

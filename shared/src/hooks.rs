@@ -18,13 +18,15 @@ pub enum Point {
     /// An `update` or `delete` between taking its write guard and its
     /// Postgres statement.
     BeforeWrite,
+    /// A write with an `Idempotency-Key` just before its transaction commits.
+    BeforeCommit,
 }
 
 /// The pause points of one service instance.
 #[derive(Clone, Default)]
 pub struct Hooks {
     #[cfg(feature = "test-hooks")]
-    pauses: [Option<Arc<PausePoint>>; 2],
+    pauses: [Option<Arc<PausePoint>>; 3],
 }
 
 impl Hooks {

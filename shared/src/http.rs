@@ -9,6 +9,8 @@
 use crate::auth::{Caller, Scope};
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::idempotency::{Answer, IdempotencyKey, Recorded};
+use crate::user::User;
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
@@ -94,6 +96,72 @@ pub fn caller(request: &Request, local_headers: bool) -> Result<Caller, ApiError
         None => None,
     };
     caller.ok_or(ApiError::Unauthorized)
+}
+
+/// Request header naming one write of one caller; see [`idempotency_key`].
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header of an answer replayed from an earlier request's record.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// The request's `Idempotency-Key`, if it has one; 400 when it is malformed.
+pub fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
+    request
+        .headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()
+}
+
+/// The answer to a write that wrote `user`: `status`, the user as JSON, its
+/// `ETag`, and its `Location` when `located` (a create).
+pub fn user_answer(
+    status: StatusCode,
+    user: Option<&User>,
+    located: bool,
+) -> Result<Recorded, ApiError> {
+    let user = user.ok_or_else(|| ApiError::Internal("the write returned no user".into()))?;
+    Ok(Recorded {
+        status: status.as_u16(),
+        body: serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))?,
+        location: located.then(|| format!("/users/{}", user.id)),
+        etag: Some(format!("\"{}\"", user.version)),
+    })
+}
+
+/// The answer to a delete: 204, nothing else.
+pub fn no_content() -> Recorded {
+    Recorded {
+        status: StatusCode::NO_CONTENT.as_u16(),
+        body: Vec::new(),
+        location: None,
+        etag: None,
+    }
+}
+
+/// The response of a write's answer; a replay says so in `Idempotent-Replayed`.
+pub fn respond(answer: Answer) -> Result<Response<Body>, ApiError> {
+    let Answer { recorded, replayed } = answer;
+    let status =
+        StatusCode::from_u16(recorded.status).map_err(|error| ApiError::Internal(error.into()))?;
+    let mut response = if recorded.body.is_empty() {
+        empty(status)
+    } else {
+        json(status, recorded.body)
+    };
+    let header_value = |text: String| {
+        HeaderValue::try_from(text).map_err(|error| ApiError::Internal(error.into()))
+    };
+    let headers = response.headers_mut();
+    if let Some(location) = recorded.location {
+        headers.insert(header::LOCATION, header_value(location)?);
+    }
+    if let Some(etag) = recorded.etag {
+        headers.insert(header::ETAG, header_value(etag)?);
+    }
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// The `{id}` of `/users/{id}`.

@@ -11,7 +11,16 @@ const LAYERS: &[&[&str]] = &[
     &["service"],
     &["store", "cache"],
     &["telemetry"],
-    &["user", "auth", "config", "error", "tls", "secrets", "hooks"],
+    &[
+        "user",
+        "auth",
+        "idempotency",
+        "config",
+        "error",
+        "tls",
+        "secrets",
+        "hooks",
+    ],
 ];
 
 /// Every module of `src` (a file or a folder) and the modules it names as

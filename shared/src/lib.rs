@@ -16,7 +16,7 @@
 //! | cache-aside | [`service`] (`find.rs`: a miss goes to Postgres; `write.rs`) |
 //! | I/O | [`store`] (Postgres), [`cache`] (Redis) |
 //! | telemetry | [`telemetry`] (nothing from the domain) |
-//! | domain | [`user`], [`auth`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |
+//! | domain | [`user`], [`auth`], [`idempotency`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |
 //!
 //! The `layers` test fails when an import goes up or round in a circle.
 //! docs/cache.md describes the cache protocol; docs/configuration.md every
@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod idempotency;
 pub mod migrate;
 pub mod runtime;
 pub mod secrets;

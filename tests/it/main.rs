@@ -12,6 +12,7 @@ mod cache_races;
 mod conditional;
 mod contract;
 mod faults;
+mod idempotency;
 mod production;
 mod redis_modes;
 mod runtime;

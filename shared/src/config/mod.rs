@@ -41,6 +41,8 @@ pub struct PostgresConfig {
     pub ca_file: Option<PathBuf>,
     /// Where the password comes from when it is not in `DATABASE_URL`.
     pub secret: Option<SecretSource>,
+    /// How long the answer to a write with an `Idempotency-Key` is kept.
+    pub idempotency_ttl: Duration,
 }
 
 /// A Secrets Manager secret read at init through the AWS Parameters and
@@ -155,6 +157,7 @@ impl Config {
             pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
             statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
             ca_file: env.optional("PG_CA_FILE").map(PathBuf::from),
+            idempotency_ttl: Duration::from_secs(env.parse("IDEMPOTENCY_TTL_SECONDS", 86_400)?),
             secret: match env.optional("DATABASE_SECRET_ARN") {
                 None => None,
                 Some(secret_id) => Some(SecretSource {

@@ -96,6 +96,7 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "AUTH_LOCAL_HEADERS" => config.local_auth_headers.to_string(),
         "METRICS_NAMESPACE" => config.metrics_namespace.clone()?,
         "CACHE_KEY_PREFIX" => config.cache.key_prefix.clone(),
+        "IDEMPOTENCY_TTL_SECONDS" => config.postgres.idempotency_ttl.as_secs().to_string(),
         "CACHE_TTL_SECONDS" => config.cache.ttl.as_secs().to_string(),
         "CACHE_NEGATIVE_TTL_SECONDS" => config.cache.negative_ttl.as_secs().to_string(),
         "CACHE_LEASE_MS" => ms(config.cache.lease),

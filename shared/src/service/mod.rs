@@ -3,9 +3,11 @@
 //!
 //! - [`find`](UserService::find) (`find.rs`): a hit is answered from Redis; a
 //!   miss takes the key's fill lease, reads Postgres and fills;
-//! - [`update`](UserService::update) and [`delete`](UserService::delete)
-//!   (`write.rs`): the write runs under the key's write guard;
-//! - `create` and `list`, here.
+//! - [`create`](UserService::create), [`update`](UserService::update) and
+//!   [`delete`](UserService::delete) (`write.rs`): a write to an existing user
+//!   runs under the key's write guard; a write with an `Idempotency-Key` is
+//!   answered from its record when it has one;
+//! - `list`, here.
 //!
 //! Together they guarantee that once `update` or `delete` has returned
 //! success, no later `find` returns the previous value: docs/cache.md.
@@ -14,14 +16,14 @@ mod find;
 mod write;
 
 pub use find::Found;
+pub use write::Respond;
 
-use crate::auth::Caller;
 use crate::cache::{CacheError, UserCache};
 use crate::config::CacheConfig;
 use crate::error::ApiError;
 use crate::hooks::Hooks;
 use crate::store::UserStore;
-use crate::user::{NewUser, User};
+use crate::user::User;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -51,20 +53,6 @@ impl UserService {
         }
     }
 
-    /// Creates a user owned by `caller`.
-    pub async fn create(&self, caller: &Caller, user: &NewUser) -> Result<User, ApiError> {
-        let created = self
-            .store
-            .insert(Uuid::now_v7(), user, caller.subject())
-            .await?;
-        // The id is new, so only a negative entry could exist, and only if a
-        // client guessed a UUIDv7 before it was made; clear it all the same.
-        if let Err(error) = self.cache.invalidate(created.id).await {
-            log_cache_error("invalidate", &error);
-        }
-        Ok(created)
-    }
-
     pub async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Page, ApiError> {
         let mut items = self.store.list(after, i64::from(limit) + 1).await?;
         let next_cursor = if items.len() > limit as usize {
@@ -86,7 +74,11 @@ impl UserService {
         point: crate::hooks::Point,
         pause: std::sync::Arc<crate::hooks::PausePoint>,
     ) {
-        self.hooks.pause_at(point, pause);
+        if point == crate::hooks::Point::BeforeCommit {
+            self.store.pause_at(point, pause);
+        } else {
+            self.hooks.pause_at(point, pause);
+        }
     }
 
     pub fn store(&self) -> &UserStore {

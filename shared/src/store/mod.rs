@@ -1,4 +1,5 @@
-//! The Postgres store: the pool and the five statements the API needs.
+//! The Postgres store: the pool, the five statements the API needs
+//! (`sql.rs`), and writes with an `Idempotency-Key` (`keyed.rs`).
 //!
 //! The pool is built once per cold start with every wait bounded (connect,
 //! pool wait, recycle, statement), so a missing or slow database turns into a
@@ -7,15 +8,18 @@
 //! frozen and the server or a NAT dropped it) is replaced and the statement
 //! retried once.
 
+mod keyed;
 mod sql;
+
+pub use keyed::{Keyed, Write};
 
 use crate::config::PostgresConfig;
 use crate::error::ApiError;
-use crate::hooks::Counter;
+use crate::hooks::{Counter, Hooks};
 use crate::telemetry;
-use crate::user::{NewUser, User};
+use crate::user::User;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use sql::{DELETE, INSERT, LIST, SELECT, UPDATE};
+use sql::{LIST, SELECT};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
@@ -74,6 +78,9 @@ pub struct UserStore {
     pool: Pool,
     /// Single-user reads sent to Postgres (a test hook, see `hooks.rs`).
     reads: Counter,
+    /// A pause point before a keyed write commits (a test hook).
+    hooks: Hooks,
+    idempotency_ttl: std::time::Duration,
     client_timeout: std::time::Duration,
 }
 
@@ -121,6 +128,8 @@ impl UserStore {
         Ok(Self {
             pool,
             reads: Counter::default(),
+            hooks: Hooks::default(),
+            idempotency_ttl: config.idempotency_ttl,
             // The server's statement_timeout fires first when the server is
             // alive; this one is for when it is not.
             client_timeout: config.statement_timeout + std::time::Duration::from_millis(500),
@@ -133,16 +142,9 @@ impl UserStore {
         Ok(())
     }
 
-    /// Stores a new user owned by `owner` (the creator's subject).
-    pub async fn insert(&self, id: Uuid, user: &NewUser, owner: &str) -> Result<User, ApiError> {
-        let row = self
-            .query_opt(
-                INSERT,
-                &[&id, &user.email.as_str(), &user.name.as_str(), &owner],
-            )
-            .await?;
-        row.map(|row| to_user(&row))
-            .ok_or_else(|| ApiError::Internal("INSERT returned no row".into()))
+    /// Runs one write on its own, without an idempotency record.
+    pub async fn write(&self, write: Write<'_>) -> Result<Written<Option<User>>, ApiError> {
+        on_connection!(self, |client| keyed::run(client, write).await)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
@@ -161,43 +163,6 @@ impl UserStore {
             client.query(&statement, &[&after, &limit]).await
         })?;
         Ok(rows.iter().map(to_user).collect())
-    }
-
-    /// Replaces email and name if the user is `owner`'s (anyone's when
-    /// `None`) and its current version is one of `expected` (any version when
-    /// `None`), atomically. Another owner's user is [`Written::NotFound`].
-    pub async fn update(
-        &self,
-        id: Uuid,
-        user: &NewUser,
-        expected: Option<&[i64]>,
-        owner: Option<&str>,
-    ) -> Result<Written<User>, ApiError> {
-        let (email, name) = (user.email.as_str(), user.name.as_str());
-        let row = self
-            .query_opt(UPDATE, &[&id, &email, &name, &expected, &owner])
-            .await?;
-        Ok(match row {
-            Some(row) if row.get::<_, bool>(7) => Written::Done(to_user(&row)),
-            Some(_) => Written::Conflict,
-            None => Written::NotFound,
-        })
-    }
-
-    /// Deletes the user if it is `owner`'s and its version is one of
-    /// `expected`; `None` as for [`UserStore::update`].
-    pub async fn delete(
-        &self,
-        id: Uuid,
-        expected: Option<&[i64]>,
-        owner: Option<&str>,
-    ) -> Result<Written<()>, ApiError> {
-        let row = self.query_opt(DELETE, &[&id, &expected, &owner]).await?;
-        Ok(match row {
-            Some(row) if row.get::<_, bool>(0) => Written::Done(()),
-            Some(_) => Written::Conflict,
-            None => Written::NotFound,
-        })
     }
 
     async fn query_opt(
@@ -248,6 +213,15 @@ impl UserStore {
 impl UserStore {
     pub fn reads(&self) -> u64 {
         self.reads.get()
+    }
+
+    /// Parks keyed writes that reach `point` at `pause`.
+    pub fn pause_at(
+        &mut self,
+        point: crate::hooks::Point,
+        pause: std::sync::Arc<crate::hooks::PausePoint>,
+    ) {
+        self.hooks.pause_at(point, pause);
     }
 }
 

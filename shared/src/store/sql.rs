@@ -41,3 +41,28 @@ pub(super) const DELETE: &str = "WITH deleted AS (DELETE FROM users WHERE id = $
      SELECT true FROM deleted UNION ALL \
      SELECT false FROM users WHERE id = $1 AND ($3::text IS NULL OR owner = $3) \
      AND NOT EXISTS (SELECT 1 FROM deleted)";
+
+/// Takes the key `($1, $2)` for this request (`sha256($3)`) for `$4` ms, in
+/// the write's transaction: a new key, or one whose record expired. Returns
+/// no row when a live record holds it. A concurrent request with the same key
+/// waits here (the unique index) until the first commits or rolls back,
+/// bounded by `lock_timeout`.
+pub(super) const CLAIM_KEY: &str = "INSERT INTO idempotency_keys AS k \
+     (subject, key, fingerprint, status, body, expires_at) \
+     VALUES ($1, $2, sha256($3), 0, ''::bytea, now() + $4::bigint * interval '1 millisecond') \
+     ON CONFLICT (subject, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = 0, \
+     body = ''::bytea, location = NULL, etag = NULL, expires_at = EXCLUDED.expires_at \
+     WHERE k.expires_at <= now() RETURNING true";
+/// Stores the write's answer in the record its transaction claimed.
+pub(super) const RECORD_ANSWER: &str = "UPDATE idempotency_keys \
+     SET status = $3, body = $4, location = $5, etag = $6 WHERE subject = $1 AND key = $2";
+/// The live record of key `($1, $2)`: whether it was for this request
+/// (`sha256($3)`), and its answer.
+pub(super) const RECORDED_ANSWER: &str = "SELECT fingerprint = sha256($3), status, body, \
+     location, etag FROM idempotency_keys \
+     WHERE subject = $1 AND key = $2 AND expires_at > now()";
+/// Removes up to 16 expired records: each keyed write clears more than it
+/// adds, so expired records never pile up, and no write waits for another's.
+pub(super) const SWEEP_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE (subject, key) IN \
+     (SELECT subject, key FROM idempotency_keys WHERE expires_at <= now() \
+     ORDER BY expires_at LIMIT 16 FOR UPDATE SKIP LOCKED)";

@@ -1,0 +1,252 @@
+//! Writes with an `Idempotency-Key`: the key's record and the write commit in
+//! one transaction, so a retry finds either both (and replays the answer) or
+//! neither (and runs the write). Only successful answers are kept: a write
+//! that failed changed nothing, so running it again is safe, and a 503 must
+//! let the retry succeed.
+
+use super::sql::{
+    CLAIM_KEY, DELETE, INSERT, RECORD_ANSWER, RECORDED_ANSWER, SWEEP_EXPIRED, UPDATE,
+};
+use super::{Failed, UserStore, Written, to_user};
+use crate::error::ApiError;
+use crate::hooks::Point;
+use crate::idempotency::{Idempotency, Recorded};
+use crate::telemetry;
+use crate::user::{NewUser, User};
+use deadpool_postgres::Object;
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+use uuid::Uuid;
+
+/// One of the three writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    Insert {
+        id: Uuid,
+        user: &'a NewUser,
+        owner: &'a str,
+    },
+    Update {
+        id: Uuid,
+        user: &'a NewUser,
+        expected: Option<&'a [i64]>,
+        owner: Option<&'a str>,
+    },
+    Delete {
+        id: Uuid,
+        expected: Option<&'a [i64]>,
+        owner: Option<&'a str>,
+    },
+}
+
+/// What a keyed write came to.
+#[derive(Debug)]
+pub enum Keyed {
+    /// This request ran the write; when it succeeded, its answer was recorded
+    /// with it. `Done(None)` is a delete.
+    Ran(Written<(Option<User>, Recorded)>),
+    /// A request with this key and this same request succeeded before: its
+    /// answer.
+    Replay(Recorded),
+}
+
+impl UserStore {
+    /// The answer recorded for `keyed`, if a live record holds its key: a
+    /// repeat is answered from it before the write touches the cache.
+    /// [`ApiError::IdempotencyKeyReused`] when the key was used for another
+    /// request.
+    pub async fn recorded(
+        &self,
+        subject: &str,
+        keyed: &Idempotency,
+    ) -> Result<Option<Recorded>, ApiError> {
+        let row = self
+            .query_opt(
+                RECORDED_ANSWER,
+                &[&subject, &keyed.key.as_str(), &keyed.request],
+            )
+            .await?;
+        row.map(|row| replay(&row)).transpose()
+    }
+
+    /// Runs `write` for `subject` under `keyed`, in one transaction with the
+    /// key's record; `respond` makes the answer to record from the written
+    /// user. A request that waited for another with the same key replays its
+    /// answer, or gets [`ApiError::IdempotencyKeyInFlight`] when the wait
+    /// reached `lock_timeout`.
+    pub async fn keyed(
+        &self,
+        subject: &str,
+        keyed: &Idempotency,
+        write: Write<'_>,
+        respond: &(dyn Fn(Option<&User>) -> Result<Recorded, ApiError> + Sync),
+    ) -> Result<Keyed, ApiError> {
+        let started = std::time::Instant::now();
+        let mut attempt = self.attempt(subject, keyed, write, respond).await;
+        if let Err(Failed { dead: true, .. }) = attempt {
+            // Safe to run again: if the first attempt committed, its record
+            // now holds the key and this one replays it.
+            attempt = self.attempt(subject, keyed, write, respond).await;
+        }
+        telemetry::record_postgres(started.elapsed());
+        attempt.map_err(|failed| failed.error)?
+    }
+
+    /// One transaction on one connection, bounded by the client timeout.
+    async fn attempt(
+        &self,
+        subject: &str,
+        keyed: &Idempotency,
+        write: Write<'_>,
+        respond: &(dyn Fn(Option<&User>) -> Result<Recorded, ApiError> + Sync),
+    ) -> Result<Result<Keyed, ApiError>, Failed> {
+        let client = self.pool.get().await.map_err(|error| Failed {
+            error: error.into(),
+            dead: false,
+        })?;
+        let work = async {
+            client.batch_execute("BEGIN").await?;
+            let outcome = self
+                .transaction(&client, subject, keyed, write, respond)
+                .await;
+            let commit = matches!(outcome, Ok(Ok(Keyed::Ran(Written::Done(_)))));
+            if commit {
+                self.hooks.pass(Point::BeforeCommit).await;
+                client.batch_execute("COMMIT").await?;
+            } else if let Err(error) = client.batch_execute("ROLLBACK").await {
+                // The statement's own error says more, unless there is none.
+                return Err(outcome.err().unwrap_or(error));
+            }
+            outcome
+        };
+        let outcome = tokio::time::timeout(self.client_timeout, work).await;
+        UserStore::settle(client, outcome)
+    }
+
+    async fn transaction(
+        &self,
+        client: &Object,
+        subject: &str,
+        keyed: &Idempotency,
+        write: Write<'_>,
+        respond: &(dyn Fn(Option<&User>) -> Result<Recorded, ApiError> + Sync),
+    ) -> Result<Result<Keyed, ApiError>, tokio_postgres::Error> {
+        let key = keyed.key.as_str();
+        let ttl_ms = i64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        let sweep = client.prepare_cached(SWEEP_EXPIRED).await?;
+        client.execute(&sweep, &[]).await?;
+        let claim = client.prepare_cached(CLAIM_KEY).await?;
+        let claimed = match client
+            .query_opt(&claim, &[&subject, &key, &keyed.request, &ttl_ms])
+            .await
+        {
+            Ok(claimed) => claimed.is_some(),
+            Err(error) if waited_too_long(&error) => {
+                return Ok(Err(ApiError::IdempotencyKeyInFlight));
+            }
+            Err(error) => return Err(error),
+        };
+        if !claimed {
+            // Another request with this key committed first (we waited for it).
+            let answer = client.prepare_cached(RECORDED_ANSWER).await?;
+            let row = client
+                .query_opt(&answer, &[&subject, &key, &keyed.request])
+                .await?;
+            return Ok(match row {
+                Some(row) => replay(&row).map(Keyed::Replay),
+                None => Err(ApiError::IdempotencyKeyInFlight),
+            });
+        }
+        let written = match run(client, write).await? {
+            Written::Done(user) => user,
+            Written::Conflict => return Ok(Ok(Keyed::Ran(Written::Conflict))),
+            Written::NotFound => return Ok(Ok(Keyed::Ran(Written::NotFound))),
+        };
+        let recorded = match respond(written.as_ref()) {
+            Ok(recorded) => recorded,
+            Err(error) => return Ok(Err(error)),
+        };
+        let store = client.prepare_cached(RECORD_ANSWER).await?;
+        let status = i16::try_from(recorded.status).unwrap_or(i16::MAX);
+        client
+            .execute(
+                &store,
+                &[
+                    &subject,
+                    &key,
+                    &status,
+                    &recorded.body,
+                    &recorded.location,
+                    &recorded.etag,
+                ],
+            )
+            .await?;
+        Ok(Ok(Keyed::Ran(Written::Done((written, recorded)))))
+    }
+}
+
+/// The write's statement, on `client` (in a transaction or not).
+pub(super) async fn run(
+    client: &Object,
+    write: Write<'_>,
+) -> Result<Written<Option<User>>, tokio_postgres::Error> {
+    Ok(match write {
+        Write::Insert { id, user, owner } => {
+            let insert = client.prepare_cached(INSERT).await?;
+            let (email, name) = (user.email.as_str(), user.name.as_str());
+            let row = client
+                .query_one(&insert, &[&id, &email, &name, &owner])
+                .await?;
+            Written::Done(Some(to_user(&row)))
+        }
+        Write::Update {
+            id,
+            user,
+            expected,
+            owner,
+        } => {
+            let update = client.prepare_cached(UPDATE).await?;
+            let (email, name) = (user.email.as_str(), user.name.as_str());
+            let row = client
+                .query_opt(&update, &[&id, &email, &name, &expected, &owner])
+                .await?;
+            match row {
+                Some(row) if row.get::<_, bool>(7) => Written::Done(Some(to_user(&row))),
+                Some(_) => Written::Conflict,
+                None => Written::NotFound,
+            }
+        }
+        Write::Delete {
+            id,
+            expected,
+            owner,
+        } => {
+            let delete = client.prepare_cached(DELETE).await?;
+            match client.query_opt(&delete, &[&id, &expected, &owner]).await? {
+                Some(row) if row.get::<_, bool>(0) => Written::Done(None),
+                Some(_) => Written::Conflict,
+                None => Written::NotFound,
+            }
+        }
+    })
+}
+
+/// A record's answer, if it was for the same request.
+fn replay(row: &Row) -> Result<Recorded, ApiError> {
+    if !row.get::<_, bool>(0) {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    Ok(Recorded {
+        status: u16::try_from(row.get::<_, i16>(1)).unwrap_or(500),
+        body: row.get(2),
+        location: row.get(3),
+        etag: row.get(4),
+    })
+}
+
+/// Whether the claim gave up waiting for a concurrent request's transaction.
+fn waited_too_long(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|code| {
+        *code == SqlState::LOCK_NOT_AVAILABLE || *code == SqlState::QUERY_CANCELED
+    })
+}
