@@ -92,6 +92,14 @@ impl Events {
         with_body(&self.create, email, name)
     }
 
+    /// A create with `Idempotency-Key: key`.
+    pub fn create_keyed(&self, email: &str, name: &str, key: &str) -> String {
+        let mut event: serde_json::Value =
+            serde_json::from_str(&self.create(email, name)).expect("create-user.v2 is JSON");
+        event["headers"]["idempotency-key"] = json!(key);
+        event.to_string()
+    }
+
     /// `list-users.v2` asking for a page of `limit`.
     pub fn list(&self, limit: u32) -> String {
         let mut event: serde_json::Value =

@@ -26,6 +26,9 @@ pub enum Op {
     Update,
     Delete,
     Create,
+    /// A create with a new `Idempotency-Key` each time: the cost of
+    /// recording the answer in the write's transaction.
+    CreateKeyed,
     List,
 }
 
@@ -37,6 +40,7 @@ impl Op {
             Self::Update => "update",
             Self::Delete => "delete",
             Self::Create => "create",
+            Self::CreateKeyed => "create, Idempotency-Key",
             Self::List => "list (limit=20)",
         }
     }
@@ -48,7 +52,7 @@ impl Op {
             Self::FindMiss => (200, Some("miss")),
             Self::Update | Self::List => (200, None),
             Self::Delete => (204, None),
-            Self::Create => (201, None),
+            Self::Create | Self::CreateKeyed => (201, None),
         }
     }
 
@@ -99,6 +103,11 @@ pub async fn measure(
                 &format!("new-{tag}-{c}-{i}@bench.example.com"),
                 "Ada Lovelace",
             ),
+            Op::CreateKeyed => events.create_keyed(
+                &format!("key-{tag}-{c}-{i}@bench.example.com"),
+                "Ada Lovelace",
+                &format!("{tag}-{c}-{i}"),
+            ),
             Op::List => events.list(20),
         };
         let warmup_requests: Vec<Request> = (0..warmup).map(|i| request(&event(i))).collect();
@@ -131,7 +140,7 @@ pub async fn handle(
         Op::FindHit | Op::FindMiss => find_user::handle(state, request).await,
         Op::Update => update_user::handle(state, request).await,
         Op::Delete => delete_user::handle(state, request).await,
-        Op::Create => create_user::handle(state, request).await,
+        Op::Create | Op::CreateKeyed => create_user::handle(state, request).await,
         Op::List => list_users::handle(state, request).await,
     }
 }

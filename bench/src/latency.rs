@@ -112,6 +112,12 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
             (Op::Update, Op::Update.name(), &callers[..], sizes.write),
             (Op::Delete, Op::Delete.name(), &callers[..], sizes.write),
             (Op::Create, Op::Create.name(), &callers[..], sizes.write),
+            (
+                Op::CreateKeyed,
+                Op::CreateKeyed.name(),
+                &callers[..],
+                sizes.write,
+            ),
             (Op::List, Op::List.name(), &callers[..], sizes.list),
         ];
         if round == 0 {

@@ -132,6 +132,7 @@ impl Report {
             (HIT_METRICS_OFF, get, false),
             (HIT_TELEMETRY_INLINE, get, false),
             (MISS_METRICS_OFF, fill, false),
+            (Op::CreateKeyed.name(), Op::Create.name(), false),
         ];
         for (path, floor, target) in pairs {
             for callers in [1, 8] {
