@@ -4,9 +4,7 @@
 //! that failed changed nothing, so running it again is safe, and a 503 must
 //! let the retry succeed.
 
-use super::sql::{
-    CLAIM_KEY, DELETE, INSERT, RECORD_ANSWER, RECORDED_ANSWER, SWEEP_EXPIRED, UPDATE,
-};
+use super::sql::{CLAIM_KEY, DELETE, INSERT, RECORD_ANSWER, RECORDED_ANSWER, UPDATE};
 use super::{Failed, UserStore, Written, to_user};
 use crate::error::ApiError;
 use crate::hooks::Point;
@@ -133,8 +131,6 @@ impl UserStore {
     ) -> Result<Result<Keyed, ApiError>, tokio_postgres::Error> {
         let key = keyed.key.as_str();
         let ttl_ms = i64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
-        let sweep = client.prepare_cached(SWEEP_EXPIRED).await?;
-        client.execute(&sweep, &[]).await?;
         let claim = client.prepare_cached(CLAIM_KEY).await?;
         let claimed = match client
             .query_opt(&claim, &[&subject, &key, &keyed.request, &ttl_ms])

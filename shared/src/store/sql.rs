@@ -47,7 +47,16 @@ pub(super) const DELETE: &str = "WITH deleted AS (DELETE FROM users WHERE id = $
 /// no row when a live record holds it. A concurrent request with the same key
 /// waits here (the unique index) until the first commits or rolls back,
 /// bounded by `lock_timeout`.
-pub(super) const CLAIM_KEY: &str = "INSERT INTO idempotency_keys AS k \
+///
+/// In the same statement it removes up to 16 expired records of other keys,
+/// oldest first, skipping any another transaction holds: each keyed write
+/// clears more than it adds, so expired records never pile up, and no write
+/// waits for another's.
+pub(super) const CLAIM_KEY: &str = "WITH swept AS (DELETE FROM idempotency_keys \
+     WHERE (subject, key) IN (SELECT subject, key FROM idempotency_keys \
+     WHERE expires_at <= now() AND NOT (subject = $1 AND key = $2) \
+     ORDER BY expires_at LIMIT 16 FOR UPDATE SKIP LOCKED)) \
+     INSERT INTO idempotency_keys AS k \
      (subject, key, fingerprint, status, body, expires_at) \
      VALUES ($1, $2, sha256($3), 0, ''::bytea, now() + $4::bigint * interval '1 millisecond') \
      ON CONFLICT (subject, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = 0, \
@@ -61,8 +70,3 @@ pub(super) const RECORD_ANSWER: &str = "UPDATE idempotency_keys \
 pub(super) const RECORDED_ANSWER: &str = "SELECT fingerprint = sha256($3), status, body, \
      location, etag FROM idempotency_keys \
      WHERE subject = $1 AND key = $2 AND expires_at > now()";
-/// Removes up to 16 expired records: each keyed write clears more than it
-/// adds, so expired records never pile up, and no write waits for another's.
-pub(super) const SWEEP_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE (subject, key) IN \
-     (SELECT subject, key FROM idempotency_keys WHERE expires_at <= now() \
-     ORDER BY expires_at LIMIT 16 FOR UPDATE SKIP LOCKED)";
