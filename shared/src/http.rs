@@ -124,7 +124,7 @@ pub fn user_answer(
         status: status.as_u16(),
         body: serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))?,
         location: located.then(|| format!("/users/{}", user.id)),
-        etag: Some(format!("\"{}\"", user.version)),
+        etag: Some(etag_text(user.version)),
     })
 }
 
@@ -247,8 +247,12 @@ pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u
 
 /// The strong validator of a user's representation: its row version.
 pub fn etag(version: i64) -> HeaderValue {
-    HeaderValue::try_from(format!("\"{version}\""))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+    HeaderValue::try_from(etag_text(version)).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+/// `42` -> `"42"`, the ETag of version 42.
+fn etag_text(version: i64) -> String {
+    format!("\"{version}\"")
 }
 
 /// Whether `If-None-Match` names `version` (or is `*`): the client's copy is
