@@ -116,7 +116,7 @@ fn every_error_code_the_library_sends_is_in_the_document() {
             .iter()
             .map(|code| code.as_str().unwrap())
             .collect();
-    let sources: String = ["error.rs", "http.rs", "user.rs"]
+    let sources: String = ["error.rs", "http/request.rs", "idempotency.rs", "user.rs"]
         .iter()
         .map(|file| {
             std::fs::read_to_string(repository_file(&format!("shared/src/{file}"))).unwrap()

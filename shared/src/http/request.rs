@@ -1,39 +1,15 @@
-//! Turning API Gateway requests into typed input and results into responses.
-//!
-//! Works the same for HTTP API (payload v2) and REST API (payload v1) events,
-//! and for `cargo lambda watch`, whose requests may lack path parameters: the
-//! id is then taken from the last segment of the path. Every error becomes a
-//! JSON body `{"code": ..., "message": ...}`; server errors are logged with
-//! their cause chain and answered with our own message only.
+//! Reading a request: its verified caller, path id, JSON body, list query,
+//! conditional headers and `Idempotency-Key`. Every refusal is an [`ApiError`].
 
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::idempotency::{Answer, IdempotencyKey, Recorded};
-use crate::user::User;
-use lambda_http::http::{HeaderValue, StatusCode, header};
+use crate::idempotency::IdempotencyKey;
+use lambda_http::http::header;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Request, RequestExt};
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
-
-/// What a function serves: its route and every status it can answer with.
-/// `openapi.yaml`, `template.yaml` and the local router must say the same;
-/// `tests/it/contract.rs` checks they do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Route {
-    pub function: &'static str,
-    /// `METHOD path`, as logged: the route template, never the raw path.
-    pub name: &'static str,
-    pub method: &'static str,
-    pub path: &'static str,
-    pub statuses: &'static [u16],
-    /// The OAuth scope a caller needs (`security` of the operation).
-    pub scope: Scope,
-}
-
-/// Response header telling where a `find` answer came from: `hit`, `miss` or `bypass`.
-pub const X_CACHE: &str = "x-cache";
 
 /// The local-only headers that name the caller (`AUTH_LOCAL_HEADERS`).
 pub const X_LOCAL_SUB: &str = "x-local-sub";
@@ -100,9 +76,6 @@ pub fn caller(request: &Request, local_headers: bool) -> Result<Caller, ApiError
 
 /// Request header naming one write of one caller; see [`idempotency_key`].
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-/// Response header of an answer replayed from an earlier request's record.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-
 /// The request's `Idempotency-Key`, if it has one; 400 when it is malformed.
 pub fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiError> {
     request
@@ -110,58 +83,6 @@ pub fn idempotency_key(request: &Request) -> Result<Option<IdempotencyKey>, ApiE
         .get(IDEMPOTENCY_KEY)
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()
-}
-
-/// The answer to a write that wrote `user`: `status`, the user as JSON, its
-/// `ETag`, and its `Location` when `located` (a create).
-pub fn user_answer(
-    status: StatusCode,
-    user: Option<&User>,
-    located: bool,
-) -> Result<Recorded, ApiError> {
-    let user = user.ok_or_else(|| ApiError::Internal("the write returned no user".into()))?;
-    Ok(Recorded {
-        status: status.as_u16(),
-        body: serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))?,
-        location: located.then(|| format!("/users/{}", user.id)),
-        etag: Some(etag_text(user.version)),
-    })
-}
-
-/// The answer to a delete: 204, nothing else.
-pub fn no_content() -> Recorded {
-    Recorded {
-        status: StatusCode::NO_CONTENT.as_u16(),
-        body: Vec::new(),
-        location: None,
-        etag: None,
-    }
-}
-
-/// The response of a write's answer; a replay says so in `Idempotent-Replayed`.
-pub fn respond(answer: Answer) -> Result<Response<Body>, ApiError> {
-    let Answer { recorded, replayed } = answer;
-    let status =
-        StatusCode::from_u16(recorded.status).map_err(|error| ApiError::Internal(error.into()))?;
-    let mut response = if recorded.body.is_empty() {
-        empty(status)
-    } else {
-        json(status, recorded.body)
-    };
-    let header_value = |text: String| {
-        HeaderValue::try_from(text).map_err(|error| ApiError::Internal(error.into()))
-    };
-    let headers = response.headers_mut();
-    if let Some(location) = recorded.location {
-        headers.insert(header::LOCATION, header_value(location)?);
-    }
-    if let Some(etag) = recorded.etag {
-        headers.insert(header::ETAG, header_value(etag)?);
-    }
-    if replayed {
-        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    }
-    Ok(response)
 }
 
 /// The `{id}` of `/users/{id}`.
@@ -245,16 +166,6 @@ pub fn list_query(request: &Request, limits: &Limits) -> Result<(Option<Uuid>, u
     Ok((cursor, limit))
 }
 
-/// The strong validator of a user's representation: its row version.
-pub fn etag(version: i64) -> HeaderValue {
-    HeaderValue::try_from(etag_text(version)).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
-
-/// `42` -> `"42"`, the ETag of version 42.
-fn etag_text(version: i64) -> String {
-    format!("\"{version}\"")
-}
-
 /// Whether `If-None-Match` names `version` (or is `*`): the client's copy is
 /// current and the answer is 304. Weak comparison, as RFC 9110 asks for GET.
 pub fn none_match(request: &Request, version: i64) -> bool {
@@ -290,60 +201,4 @@ pub fn if_match(request: &Request) -> Option<Vec<i64>> {
 /// `"42"` -> 42.
 fn parse_version(tag: &str) -> Option<i64> {
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
-}
-
-/// A JSON response from bytes that are already serialized.
-pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let body = match String::from_utf8(body) {
-        Ok(text) => Body::Text(text),
-        Err(error) => Body::Binary(error.into_bytes()),
-    };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// Serializes `value` as a JSON response.
-pub fn json_value<T: serde::Serialize>(
-    status: StatusCode,
-    value: &T,
-) -> Result<Response<Body>, ApiError> {
-    let body = serde_json::to_vec(value).map_err(|error| ApiError::Internal(error.into()))?;
-    Ok(json(status, body))
-}
-
-pub fn empty(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(Body::Empty);
-    *response.status_mut() = status;
-    response
-}
-
-/// The JSON error response for `error`. Server-side failures are logged here,
-/// with their cause chain, and nowhere else.
-pub fn error_response(error: &ApiError) -> Response<Body> {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
-        lambda_http::tracing::error!(code = error.code(), error = %CauseChain(error), "request failed");
-    }
-    let body = serde_json::json!({ "code": error.code(), "message": error.public_message() });
-    json(status, body.to_string().into_bytes())
-}
-
-/// Displays an error and its sources, `outer: inner: root`.
-struct CauseChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for CauseChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
 }
