@@ -147,13 +147,10 @@ impl UserService {
                 recorded,
                 replayed: true,
             }),
-            Keyed::Ran(outcome) => {
-                let (_, recorded) = written(id, outcome)?;
-                Ok(Answer {
-                    recorded,
-                    replayed: false,
-                })
-            }
+            Keyed::Ran(outcome) => Ok(Answer {
+                recorded: written(id, outcome)?,
+                replayed: false,
+            }),
         }
     }
 

@@ -4,45 +4,24 @@
 //! that failed changed nothing, so running it again is safe, and a 503 must
 //! let the retry succeed.
 
-use super::sql::{CLAIM_KEY, DELETE, INSERT, RECORD_ANSWER, RECORDED_ANSWER, UPDATE};
-use super::{Failed, UserStore, Written, to_user};
+use super::sql::{CLAIM_KEY, RECORD_ANSWER, RECORDED_ANSWER};
+use super::write::{Write, run};
+use super::{Failed, UserStore, Written};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::idempotency::{Idempotency, Recorded};
 use crate::telemetry;
-use crate::user::{NewUser, User};
+use crate::user::User;
 use deadpool_postgres::Object;
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use uuid::Uuid;
-
-/// One of the three writes.
-#[derive(Debug, Clone, Copy)]
-pub enum Write<'a> {
-    Insert {
-        id: Uuid,
-        user: &'a NewUser,
-        owner: &'a str,
-    },
-    Update {
-        id: Uuid,
-        user: &'a NewUser,
-        expected: Option<&'a [i64]>,
-        owner: Option<&'a str>,
-    },
-    Delete {
-        id: Uuid,
-        expected: Option<&'a [i64]>,
-        owner: Option<&'a str>,
-    },
-}
 
 /// What a keyed write came to.
 #[derive(Debug)]
 pub enum Keyed {
-    /// This request ran the write; when it succeeded, its answer was recorded
-    /// with it. `Done(None)` is a delete.
-    Ran(Written<(Option<User>, Recorded)>),
+    /// This request ran the write; when it succeeded, its answer, recorded
+    /// with it.
+    Ran(Written<Recorded>),
     /// A request with this key and this same request succeeded before: its
     /// answer.
     Replay(Recorded),
@@ -177,54 +156,8 @@ impl UserStore {
                 ],
             )
             .await?;
-        Ok(Ok(Keyed::Ran(Written::Done((written, recorded)))))
+        Ok(Ok(Keyed::Ran(Written::Done(recorded))))
     }
-}
-
-/// The write's statement, on `client` (in a transaction or not).
-pub(super) async fn run(
-    client: &Object,
-    write: Write<'_>,
-) -> Result<Written<Option<User>>, tokio_postgres::Error> {
-    Ok(match write {
-        Write::Insert { id, user, owner } => {
-            let insert = client.prepare_cached(INSERT).await?;
-            let (email, name) = (user.email.as_str(), user.name.as_str());
-            let row = client
-                .query_one(&insert, &[&id, &email, &name, &owner])
-                .await?;
-            Written::Done(Some(to_user(&row)))
-        }
-        Write::Update {
-            id,
-            user,
-            expected,
-            owner,
-        } => {
-            let update = client.prepare_cached(UPDATE).await?;
-            let (email, name) = (user.email.as_str(), user.name.as_str());
-            let row = client
-                .query_opt(&update, &[&id, &email, &name, &expected, &owner])
-                .await?;
-            match row {
-                Some(row) if row.get::<_, bool>(7) => Written::Done(Some(to_user(&row))),
-                Some(_) => Written::Conflict,
-                None => Written::NotFound,
-            }
-        }
-        Write::Delete {
-            id,
-            expected,
-            owner,
-        } => {
-            let delete = client.prepare_cached(DELETE).await?;
-            match client.query_opt(&delete, &[&id, &expected, &owner]).await? {
-                Some(row) if row.get::<_, bool>(0) => Written::Done(None),
-                Some(_) => Written::Conflict,
-                None => Written::NotFound,
-            }
-        }
-    })
 }
 
 /// A record's answer, if it was for the same request.

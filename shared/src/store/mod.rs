@@ -10,8 +10,10 @@
 
 mod keyed;
 mod sql;
+mod write;
 
-pub use keyed::{Keyed, Write};
+pub use keyed::Keyed;
+pub use write::Write;
 
 use crate::config::PostgresConfig;
 use crate::error::ApiError;
@@ -144,7 +146,7 @@ impl UserStore {
 
     /// Runs one write on its own, without an idempotency record.
     pub async fn write(&self, write: Write<'_>) -> Result<Written<Option<User>>, ApiError> {
-        on_connection!(self, |client| keyed::run(client, write).await)
+        on_connection!(self, |client| write::run(client, write).await)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
