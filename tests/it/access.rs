@@ -8,7 +8,8 @@ use lambda_http::{Body, Request, Response};
 use test_support::capture::Captured;
 use test_support::functions;
 use test_support::{
-    Caller, FIXTURE_SUBJECT, TestEnv, header, json_body, request_as, request_from, status,
+    Caller, FIXTURE_SUBJECT, TestEnv, header, json_body, request_as, request_from, request_with,
+    status,
 };
 use users_api::AppState;
 use uuid::Uuid;
@@ -107,15 +108,14 @@ impl Operation {
 
 /// A user created by `caller` through a `version` event.
 async fn create_as(env: &TestEnv, version: &str, caller: Caller<'_>, email: &str) -> Uuid {
-    let mut event: serde_json::Value = serde_json::from_str(&test_support::event_as(
-        &test_support::fixture(&format!("create-user.{version}")),
+    let body = serde_json::json!({"email": email, "name": "Owned User"});
+    let request = request_with(
+        &format!("create-user.{version}"),
+        Uuid::nil(),
         caller,
-    ))
-    .expect("json");
-    event["body"] = serde_json::json!({"email": email, "name": "Owned User"})
-        .to_string()
-        .into();
-    let response = functions::create(&env.state, request_from(&event.to_string())).await;
+        Some(&body),
+    );
+    let response = functions::create(&env.state, request).await;
     test_support::created_id(&response)
 }
 

@@ -8,9 +8,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use std::sync::Arc;
 use test_support::functions;
-use test_support::{
-    Caller, FIXTURE_SUBJECT, TestEnv, event_as, fixture, header, json_body, request_from, status,
-};
+use test_support::{Caller, FIXTURE_SUBJECT, TestEnv, header, json_body, status};
 use users_api::AppState;
 use users_api::hooks::{PausePoint, Point};
 use uuid::Uuid;
@@ -33,12 +31,7 @@ fn keyed(
     body: Option<serde_json::Value>,
     key: &[u8],
 ) -> Request {
-    let text = fixture(name).replace(test_support::FIXTURE_ID, &id.to_string());
-    let mut event: serde_json::Value = serde_json::from_str(&event_as(&text, caller)).unwrap();
-    if let Some(body) = body {
-        event["body"] = body.to_string().into();
-    }
-    let mut request = request_from(&event.to_string());
+    let mut request = test_support::request_with(name, id, caller, body.as_ref());
     request.headers_mut().insert(
         "idempotency-key",
         HeaderValue::from_bytes(key).expect("a header value"),

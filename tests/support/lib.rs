@@ -320,10 +320,23 @@ pub enum Caller<'a> {
 /// of its authorizer context (v2: `jwt.claims` and `jwt.scopes`; v1: the
 /// Cognito `claims`) replaced, or the context removed.
 pub fn request_as(name: &str, id: Uuid, caller: Caller<'_>) -> Request {
-    request_from(&event_as(
-        &fixture(name).replace(FIXTURE_ID, &id.to_string()),
-        caller,
-    ))
+    request_with(name, id, caller, None)
+}
+
+/// [`request_as`], with the JSON body replaced by `body` when given.
+pub fn request_with(
+    name: &str,
+    id: Uuid,
+    caller: Caller<'_>,
+    body: Option<&serde_json::Value>,
+) -> Request {
+    let text = event_as(&fixture(name).replace(FIXTURE_ID, &id.to_string()), caller);
+    let Some(body) = body else {
+        return request_from(&text);
+    };
+    let mut event: serde_json::Value = serde_json::from_str(&text).expect("fixture JSON");
+    event["body"] = serde_json::Value::String(body.to_string());
+    request_from(&event.to_string())
 }
 
 /// `event` (fixture text) coming from `caller`; see [`request_as`].
