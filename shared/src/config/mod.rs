@@ -11,6 +11,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The pool size when `PG_POOL_MAX_SIZE` is unset: the environment's
+/// concurrency, within these bounds (docs/deploy.md gives the connection
+/// budget).
+const POOL_DEFAULT_MIN: usize = 2;
+const POOL_DEFAULT_MAX: usize = 16;
+
 /// Everything a function needs to build its state.
 #[derive(Clone)]
 pub struct Config {
@@ -24,6 +30,8 @@ pub struct Config {
     /// authorizer context names its caller in `x-local-sub` and
     /// `x-local-scopes` headers. Never on in a deployment.
     pub local_auth_headers: bool,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY`: invocations served at once.
+    pub concurrency: usize,
 }
 
 #[derive(Clone)]
@@ -149,10 +157,16 @@ impl Config {
             });
         }
         let defaults = Limits::default();
+        // Set by Lambda Managed Instances: the invocations one environment
+        // serves at once (unset, 1, on classic Lambda).
+        let concurrency: usize = env.parse("AWS_LAMBDA_MAX_CONCURRENCY", 1)?;
         let postgres = PostgresConfig {
             connection,
             endpoint: redacted_endpoint(&database_url),
-            pool_max_size: env.parse("PG_POOL_MAX_SIZE", 2)?,
+            pool_max_size: env.parse(
+                "PG_POOL_MAX_SIZE",
+                concurrency.clamp(POOL_DEFAULT_MIN, POOL_DEFAULT_MAX),
+            )?,
             connect_timeout: env.millis("PG_CONNECT_TIMEOUT_MS", 2000)?,
             pool_wait_timeout: env.millis("PG_POOL_WAIT_TIMEOUT_MS", 1000)?,
             statement_timeout: env.millis("PG_STATEMENT_TIMEOUT_MS", 3000)?,
@@ -213,6 +227,7 @@ impl Config {
                     .unwrap_or_else(|| "users-api".to_owned())
             }),
             local_auth_headers: env.flag("AUTH_LOCAL_HEADERS", false)?,
+            concurrency,
         })
     }
 }

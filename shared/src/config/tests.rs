@@ -29,6 +29,33 @@ fn defaults_apply_when_only_required_values_are_set() {
 }
 
 #[test]
+fn the_pool_follows_the_environments_concurrency_unless_set() {
+    for (concurrency, pool, expected) in [
+        ("1", None, 2),
+        ("8", None, 8),
+        ("64", None, 16),
+        ("64", Some("4"), 4),
+    ] {
+        // Arrange
+        let mut pairs = vec![
+            REQUIRED[0],
+            REQUIRED[1],
+            ("AWS_LAMBDA_MAX_CONCURRENCY", concurrency),
+        ];
+        pairs.extend(pool.map(|pool| ("PG_POOL_MAX_SIZE", pool)));
+
+        // Act
+        let config = Config::from_lookup(lookup(&pairs)).unwrap();
+
+        // Assert
+        assert_eq!(
+            config.postgres.pool_max_size, expected,
+            "concurrency {concurrency}, PG_POOL_MAX_SIZE {pool:?}"
+        );
+    }
+}
+
+#[test]
 fn production_settings_are_read() {
     let config = Config::from_lookup(lookup(&[
         (
@@ -103,6 +130,7 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "CACHE_FILL_WAIT_MS" => ms(config.cache.fill_wait),
         "CACHE_WRITE_GUARD_MS" => ms(config.cache.write_guard),
         "PG_POOL_MAX_SIZE" => config.postgres.pool_max_size.to_string(),
+        "AWS_LAMBDA_MAX_CONCURRENCY" => config.concurrency.to_string(),
         "PG_CONNECT_TIMEOUT_MS" => ms(config.postgres.connect_timeout),
         "PG_POOL_WAIT_TIMEOUT_MS" => ms(config.postgres.pool_wait_timeout),
         "PG_STATEMENT_TIMEOUT_MS" => ms(config.postgres.statement_timeout),
