@@ -8,11 +8,15 @@ use crate::measure::{BoxError, Check, Lane, Measured, phase};
 use lambda_http::{Body, Request, Response};
 use std::sync::Arc;
 use users_api::AppState;
+use users_api::telemetry::Outbox;
 use uuid::Uuid;
 
 /// One caller: an instance and the users it works on.
 pub struct Caller {
     pub state: Arc<AppState>,
+    /// Writes its telemetry after the call, outside its timing, as the
+    /// Lambda runtime does; otherwise inside the call.
+    pub deferred: bool,
     /// Read by `find` hit (kept cached).
     pub hit: Uuid,
     /// Rewritten by `update`.
@@ -116,16 +120,34 @@ pub async fn measure(
             .collect();
         let state = caller.state.clone();
         let flushed = caller.state.clone();
+        let deferred = caller.deferred;
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let written = held.clone();
         lanes.push(Lane {
             warmup: warmup_requests,
             items: requests,
             op: move |request: Request| {
                 let state = state.clone();
-                async move { check(op, handle(op, &state, request).await) }
+                let held = held.clone();
+                async move {
+                    let handled = handle(op, &state, request);
+                    let response = if deferred {
+                        let (response, records) = Outbox::holding(handled).await;
+                        *held.lock().unwrap() = records;
+                        response
+                    } else {
+                        handled.await
+                    };
+                    check(op, response)
+                }
             },
-            // A no-op unless the instance defers its telemetry, as under
-            // the Lambda runtime (`users_api::runtime::run`).
-            after: Some(Box::new(move || flushed.telemetry.flush())),
+            // As under the Lambda runtime (`users_api::runtime`): the
+            // records of a deferred call are written after it.
+            after: Some(Box::new(move || {
+                flushed
+                    .telemetry
+                    .write(&std::mem::take(&mut *written.lock().unwrap()));
+            })),
         });
     }
     phase(name, lanes).await

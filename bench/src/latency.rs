@@ -54,11 +54,11 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
     let mut clients = Vec::new();
     for c in 0..n {
         let state = world.instance("h", &[]).await;
-        // As under the Lambda runtime: the log record and EMF line are
-        // written after the call (the response), see `handlers::measure`.
-        state.telemetry.defer();
         callers.push(Caller {
             state: Arc::new(state),
+            // As under the Lambda runtime: the log record and EMF line are
+            // written after the call (the response), see `handlers::measure`.
+            deferred: true,
             hit: users.hit[c],
             update: users.update[c],
         });
@@ -78,12 +78,14 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
     if round == 0 {
         quiet.push(Caller {
             state: Arc::new(world.instance("h", &[("METRICS_ENABLED", "false")]).await),
+            deferred: false,
             hit: users.hit[0],
             update: users.update[0],
         });
         // Not deferred: the record and EMF line are written inside the call.
         inline.push(Caller {
             state: Arc::new(world.instance("h", &[]).await),
+            deferred: false,
             hit: users.hit[0],
             update: users.update[0],
         });

@@ -1,108 +1,83 @@
-//! The functions' runtime loop (`users_api::runtime::run`) against a Lambda
-//! Runtime API on loopback: a request's log record and EMF line are written
-//! after its response has been posted, and before the next event is polled.
+//! The functions' runtime (`users_api::runtime::run`) against a Lambda
+//! Runtime API on loopback (`test_support::runtime_api`), which hands out
+//! events to as many workers at once as poll: telemetry after each response,
+//! many invocations at once per environment without mixing, panic isolation
+//! and graceful shutdown.
 //!
-//! The test sets the process's Lambda environment. Nextest (`scripts/test.sh`)
-//! runs every test of the suite in a process of its own, so no other test
-//! shares that environment.
+//! Each test sets the process's Lambda environment. Nextest
+//! (`scripts/test.sh`) runs every test of the suite in a process of its own,
+//! so no other test shares that environment.
 
 use lambda_http::tracing;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use test_support::capture::Captured;
+use test_support::runtime_api::{RuntimeApi, Seen};
 use test_support::{FIXTURE_ID, TestEnv, create_user, fixture};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use users_api::AppState;
+use users_api::hooks::{PausePoint, Point};
+use uuid::Uuid;
 
-/// What the Runtime API saw when the function posted its answer.
-struct Posted {
-    path: String,
-    body: String,
-    /// The EMF output and the log output at that moment.
-    metrics_then: String,
-    logs_then: String,
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// An instance of `env` for the life of the process (the runtime lends its
+/// state to every invocation), parked at `pause` before each cache fill.
+async fn leaked_instance(env: &TestEnv, pause: Option<Arc<PausePoint>>) -> &'static AppState {
+    let mut state = env.instance(&[]).await;
+    if let Some(pause) = pause {
+        state.users.pause_at(Point::BeforeFill, pause);
+    }
+    Box::leak(Box::new(state))
 }
 
-/// One HTTP/1.1 request: the request line and the body.
-async fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, String)> {
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).await.ok()? == 0 {
-        return None;
-    }
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).await.ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).await.ok()?;
-    Some((
-        request_line.trim_end().to_owned(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
+/// A `find-user` event (HTTP API) for `id`.
+fn find_event(id: Uuid) -> String {
+    fixture("find-user.v2").replace(FIXTURE_ID, &id.to_string())
 }
 
-/// A Runtime API that hands out `event` once, reports the answer (with what
-/// had been written by then), and reports the next poll (with the EMF output
-/// by then) without ever answering it.
-async fn runtime_api(
-    listener: TcpListener,
-    event: String,
-    metrics: Captured,
-    logs: Captured,
-    posted: mpsc::UnboundedSender<Posted>,
-    polled_again: mpsc::UnboundedSender<String>,
-) {
-    let mut handed_out = false;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            return;
-        };
-        let mut reader = BufReader::new(stream);
-        while let Some((request_line, body)) = read_request(&mut reader).await {
-            let reply = if request_line.starts_with("GET /2018-06-01/runtime/invocation/next") {
-                if handed_out {
-                    let _ = polled_again.send(metrics.text());
-                    // Like Lambda with nothing queued: the poll just waits.
-                    std::future::pending::<()>().await;
-                }
-                handed_out = true;
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                     Lambda-Runtime-Aws-Request-Id: req-1\r\n\
-                     Lambda-Runtime-Deadline-Ms: 99999999999999\r\n\
-                     Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:find-user\r\n\
-                     Content-Length: {}\r\n\r\n{event}",
-                    event.len()
-                )
-            } else {
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = posted.send(Posted {
-                    path,
-                    body,
-                    metrics_then: metrics.text(),
-                    logs_then: logs.text(),
-                });
-                "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n".to_owned()
-            };
-            if reader.get_mut().write_all(reply.as_bytes()).await.is_err() {
-                break;
+/// The answers posted, by request id, until `count` have come; polls and
+/// registrations are skipped.
+async fn answers(
+    api: &mut RuntimeApi,
+    count: usize,
+) -> HashMap<String, (serde_json::Value, String)> {
+    let mut posted = HashMap::new();
+    while posted.len() < count {
+        match api.next_seen(LIMIT).await {
+            Some(Seen::Posted {
+                request_id,
+                error,
+                body,
+                snapshot,
+            }) => {
+                assert!(
+                    !error,
+                    "{request_id} answered as an invocation error: {body}"
+                );
+                let answer = serde_json::from_str(&body).expect("a JSON answer");
+                posted.insert(request_id, (answer, snapshot));
             }
+            Some(_) => {}
+            None => panic!("only {} of {count} answers within {LIMIT:?}", posted.len()),
         }
     }
+    posted
+}
+
+/// The JSON log records of invocations in `logs`, by request id (the
+/// test's own calls outside the runtime have none).
+fn request_records(logs: &str) -> HashMap<String, serde_json::Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| {
+            record["fields"]["message"] == "request" && record["fields"]["request_id"] != "-"
+        })
+        .map(|record| {
+            let id = record["fields"]["request_id"].as_str().unwrap().to_owned();
+            (id, record)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -111,65 +86,61 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     // request is its cold start), an instance whose EMF lines and log
     // records are captured, and the Lambda environment pointing at our API.
     let env = TestEnv::new().await;
-    let state = env.instance(&[]).await;
+    let state = leaked_instance(&env, None).await;
     let id = create_user(&env.state, "runtime@example.com", "Runtime").await;
     let metrics = Captured::default();
     state.telemetry.send_metrics_to(Box::new(metrics.clone()));
     let logs = Captured::default();
     let _guard = logs.install(tracing::Level::INFO);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    // SAFETY: under nextest this test is alone in its process and sets them
-    // before anything reads them. (Under plain `cargo test`, the fallback of
-    // scripts/test.sh, other tests run on other threads; they read the
-    // environment only through std, which locks it.)
-    unsafe {
-        std::env::set_var("AWS_LAMBDA_RUNTIME_API", address.to_string());
-        std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", "find-user");
-        std::env::set_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128");
-        std::env::set_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
-    }
-    let event = fixture("find-user.v2").replace(FIXTURE_ID, &id.to_string());
-    let (posted_tx, mut posted) = mpsc::unbounded_channel();
-    let (polled_tx, mut polled_again) = mpsc::unbounded_channel();
-    tokio::spawn(runtime_api(
-        listener,
-        event,
-        metrics.clone(),
-        logs.clone(),
-        posted_tx,
-        polled_tx,
-    ));
+    let snapshot = (metrics.clone(), logs.clone());
+    let mut api = RuntimeApi::start(move || {
+        format!("{}\n--logs--\n{}", snapshot.0.text(), snapshot.1.text())
+    })
+    .await;
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { api.configure_process("find-user", 1) };
+    api.queue("req-1", find_event(id));
 
     // Act: run the runtime until it answers and polls for the next event.
-    let runtime = users_api::runtime::run(&state, |request| find_user::handle(&state, request));
+    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
     let observed = async {
-        let posted = posted.recv().await.expect("an answer is posted");
-        let metrics_at_next_poll = polled_again.recv().await.expect("a second poll");
-        (posted, metrics_at_next_poll)
+        let mut seen = Vec::new();
+        while let Some(next) = api.next_seen(LIMIT).await {
+            let second_poll = matches!(next, Seen::Poll { n: 2, .. });
+            seen.push(next);
+            if second_poll {
+                return seen;
+            }
+        }
+        panic!("no second poll within {LIMIT:?}: {seen:?}");
     };
-    let (posted, metrics_at_next_poll) = tokio::select! {
+    let seen = tokio::select! {
         result = runtime => panic!("the runtime loop ended: {result:?}"),
-        observed = observed => observed,
-        () = tokio::time::sleep(Duration::from_secs(20)) => panic!("no second poll within 20 s"),
+        seen = observed => seen,
     };
 
     // Assert: the answer, then (and only then) one record and one EMF line.
-    assert_eq!(posted.path, "/2018-06-01/runtime/invocation/req-1/response");
-    let answer: serde_json::Value = serde_json::from_str(&posted.body).expect("JSON answer");
+    let Some(Seen::Posted { body, snapshot, .. }) =
+        seen.iter().find(|seen| matches!(seen, Seen::Posted { .. }))
+    else {
+        panic!("no answer: {seen:?}");
+    };
+    let answer: serde_json::Value = serde_json::from_str(body).expect("JSON answer");
     assert_eq!(answer["statusCode"], 200, "{answer}");
-    assert_eq!(
-        posted.metrics_then, "",
-        "EMF written before the response was posted"
-    );
     assert!(
-        !posted.logs_then.contains("GET /users/{id}"),
-        "request record written before the response was posted:\n{}",
-        posted.logs_then
+        !snapshot.contains("GET /users/{id}") && !snapshot.contains("CacheMiss"),
+        "telemetry written before the response was posted:\n{snapshot}"
     );
+    let Some(Seen::Poll {
+        snapshot: at_next_poll,
+        ..
+    }) = seen.last()
+    else {
+        unreachable!()
+    };
     let lines = metrics.text();
-    assert_eq!(
-        metrics_at_next_poll, lines,
+    assert!(
+        at_next_poll.starts_with(&lines),
         "EMF written after the next poll"
     );
     let emf: Vec<serde_json::Value> = lines
@@ -180,14 +151,230 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     assert_eq!(emf[0]["Function"], "find-user");
     assert_eq!(emf[0]["CacheMiss"], 1.0);
     assert_eq!(emf[0]["ColdStart"], 1.0);
-    let records: Vec<serde_json::Value> = logs
-        .text()
-        .lines()
-        .filter(|line| line.contains("GET /users/{id}"))
-        .map(|line| serde_json::from_str(line).expect("a log record is JSON"))
-        .collect();
+    let records = request_records(&logs.text());
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0]["fields"]["request_id"], "req-1");
-    assert_eq!(records[0]["fields"]["status"], 200);
-    assert_eq!(records[0]["fields"]["cache"], "miss");
+    assert_eq!(records["req-1"]["fields"]["status"], 200);
+    assert_eq!(records["req-1"]["fields"]["cache"], "miss");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_telemetry() {
+    // Arrange: an environment of concurrency 8, every fill parked; four
+    // users that exist and four that do not, so that a mixed-up answer or
+    // record would show in its status.
+    let env = TestEnv::new().await;
+    let pause = Arc::new(PausePoint::default());
+    let state = leaked_instance(&env, Some(pause.clone())).await;
+    let metrics = Captured::default();
+    state.telemetry.send_metrics_to(Box::new(metrics.clone()));
+    let logs = Captured::default();
+    logs.install_global(tracing::Level::INFO);
+    let snapshot = logs.clone();
+    let mut api = RuntimeApi::start(move || snapshot.text()).await;
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { api.configure_process("find-user", 8) };
+    let mut expected = HashMap::new();
+    for i in 0..8 {
+        let (id, status) = if i % 2 == 0 {
+            let email = format!("at-once-{i}@example.com");
+            (create_user(&env.state, &email, "At Once").await, 200)
+        } else {
+            (Uuid::now_v7(), 404)
+        };
+        let request_id = format!("req-{i}");
+        api.queue(&request_id, find_event(id));
+        expected.insert(request_id, (id, status));
+    }
+    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
+
+    // Act: all eight reach the fill before any is let go, then all go on.
+    let act = async {
+        for arrived in 0..8 {
+            tokio::time::timeout(LIMIT, pause.reached())
+                .await
+                .unwrap_or_else(|_| panic!("only {arrived} of 8 invocations in flight at once"));
+        }
+        for _ in 0..8 {
+            pause.release();
+        }
+        let posted = answers(&mut api, 8).await;
+        // The last record is written just after its answer is posted.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        posted
+    };
+    let posted = tokio::select! {
+        ended = runtime => panic!("the runtime ended: {ended:?}"),
+        posted = act => posted,
+    };
+
+    // Assert: each answer is its own event's, each record and EMF line its
+    // own invocation's, written after its own answer.
+    let records = request_records(&logs.text());
+    assert_eq!(records.len(), 8, "{}", logs.text());
+    for (request_id, (id, status)) in &expected {
+        let (answer, logs_then) = &posted[request_id];
+        assert_eq!(answer["statusCode"], *status, "{request_id}: {answer}");
+        if *status == 200 {
+            let user: serde_json::Value =
+                serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+            assert_eq!(user["id"], id.to_string(), "{request_id}");
+        }
+        assert_eq!(
+            records[request_id]["fields"]["status"], *status,
+            "{request_id}"
+        );
+        assert!(
+            !logs_then.contains(&format!("\"request_id\":\"{request_id}\"")),
+            "{request_id}'s record was written before its answer was posted"
+        );
+    }
+    let emf = metrics.text();
+    assert_eq!(emf.lines().count(), 8, "{emf}");
+    assert_eq!(emf.matches("\"ColdStart\":1.0").count(), 1, "{emf}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight() {
+    // Arrange: an environment of concurrency 4 with three finds parked at
+    // their fill, then an event lambda_http cannot turn into a request (a
+    // space in its query string makes it panic).
+    let env = TestEnv::new().await;
+    let pause = Arc::new(PausePoint::default());
+    let state = leaked_instance(&env, Some(pause.clone())).await;
+    let mut api = RuntimeApi::start(String::new).await;
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { api.configure_process("find-user", 4) };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = create_user(&env.state, &format!("parked-{i}@example.com"), "Parked").await;
+        api.queue(&format!("req-{i}"), find_event(id));
+        ids.push(id);
+    }
+    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
+
+    // Act
+    let act = async {
+        for _ in 0..3 {
+            tokio::time::timeout(LIMIT, pause.reached())
+                .await
+                .expect("three invocations in flight");
+        }
+        let malformed =
+            fixture("find-user.malformed-query.v2").replace(FIXTURE_ID, &ids[0].to_string());
+        api.queue("req-malformed", malformed);
+        let first = answers(&mut api, 1).await;
+        for _ in 0..3 {
+            pause.release();
+        }
+        let rest = answers(&mut api, 3).await;
+        api.queue("req-after", find_event(ids[1]));
+        let after = answers(&mut api, 1).await;
+        (first, rest, after)
+    };
+    let (first, rest, after) = tokio::select! {
+        ended = runtime => panic!("the runtime ended: {ended:?}"),
+        answers = act => answers,
+    };
+
+    // Assert: the malformed event got a 400 JSON answer while the others
+    // were in flight; they, and the next event, were answered as usual.
+    let (answer, _) = &first["req-malformed"];
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    let error: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(error["code"], "malformed_event", "{error}");
+    for (i, id) in ids.iter().enumerate() {
+        let (answer, _) = &rest[&format!("req-{i}")];
+        assert_eq!(answer["statusCode"], 200, "req-{i}: {answer}");
+        assert!(answer["body"].as_str().unwrap().contains(&id.to_string()));
+    }
+    assert_eq!(after["req-after"].0["statusCode"], 200);
+}
+
+#[test]
+fn the_release_profile_unwinds_so_that_a_panic_can_be_caught() {
+    // Arrange
+    let manifest: toml::Table = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"),
+    )
+    .unwrap()
+    .parse()
+    .unwrap();
+
+    // Act
+    let panic = manifest["profile"]["release"].get("panic");
+
+    // Assert: with `abort`, the process ends before any catch runs.
+    assert_ne!(
+        panic.and_then(|panic| panic.as_str()),
+        Some("abort"),
+        "panic = \"abort\" ends every invocation of the environment on one panic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_the_invocations_in_flight_finish_with_their_telemetry_before_the_exit() {
+    // Arrange: an environment of concurrency 4 with two finds parked at
+    // their fill, listening for SIGTERM.
+    let env = TestEnv::new().await;
+    let pause = Arc::new(PausePoint::default());
+    let state = leaked_instance(&env, Some(pause.clone())).await;
+    let metrics = Captured::default();
+    state.telemetry.send_metrics_to(Box::new(metrics.clone()));
+    let mut api = RuntimeApi::start(String::new).await;
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { api.configure_process("find-user", 4) };
+    for i in 0..2 {
+        let id = create_user(&env.state, &format!("draining-{i}@example.com"), "Draining").await;
+        api.queue(&format!("req-{i}"), find_event(id));
+    }
+    let sigterm = users_api::runtime::sigterm().expect("listen for SIGTERM");
+    let released = std::sync::atomic::AtomicBool::new(false);
+    let runtime = async {
+        let ended = tokio::time::timeout(
+            LIMIT,
+            users_api::runtime::run(state, find_user::handle, sigterm),
+        )
+        .await;
+        (ended, released.load(std::sync::atomic::Ordering::SeqCst))
+    };
+
+    // Act: SIGTERM, and the parked invocations go on only afterwards.
+    let act = async {
+        let registered = match api.next_seen(LIMIT).await {
+            Some(Seen::Registered { name }) => name,
+            other => panic!("the extension must register before the first poll: {other:?}"),
+        };
+        for _ in 0..2 {
+            tokio::time::timeout(LIMIT, pause.reached())
+                .await
+                .expect("two invocations in flight");
+        }
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &std::process::id().to_string()])
+            .status()
+            .expect("kill");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
+        pause.release();
+        pause.release();
+        (registered, killed)
+    };
+    let ((ended, released_before_the_end), (registered, killed)) = tokio::join!(runtime, act);
+
+    // Assert: the runtime waited for both, answered them, wrote their EMF
+    // lines, and then returned.
+    assert!(killed.success());
+    assert!(!registered.is_empty());
+    ended
+        .expect("returned after the drain")
+        .expect("a clean end");
+    assert!(
+        released_before_the_end,
+        "returned with invocations in flight"
+    );
+    let posted = answers(&mut api, 2).await;
+    for i in 0..2 {
+        assert_eq!(posted[&format!("req-{i}")].0["statusCode"], 200);
+    }
+    assert_eq!(metrics.text().lines().count(), 2, "{}", metrics.text());
 }

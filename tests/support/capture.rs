@@ -44,3 +44,18 @@ impl<'a> MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+impl Captured {
+    /// As [`Captured::install`], for every thread of the process: for a
+    /// multi-thread runtime. Once per process (nextest runs each test in
+    /// its own).
+    pub fn install_global(&self, level: tracing::Level) {
+        let subscriber = tracing::subscriber::fmt()
+            .json()
+            .with_max_level(level)
+            .with_writer(self.clone())
+            .finish();
+        tracing::dispatcher::set_global_default(tracing::Dispatch::new(subscriber))
+            .expect("the first subscriber");
+    }
+}

@@ -1,85 +1,135 @@
-//! The Lambda runtime loop of every function: `lambda_http::run`'s, plus one
-//! layer that writes each request's telemetry once its response is out.
+//! The Lambda runtime of every function: [`start`] is a function's whole
+//! `main`.
 //!
-//! The runtime calls the handler, posts the response to the Runtime API and
-//! only then asks for the next event; Lambda may freeze the sandbox from that
-//! request on. Between the two, [`FlushAfterResponse`] writes the request's
-//! log record and EMF line (see [`crate::telemetry::Outbox`]), so the client's
-//! answer never waits for a log write and no record is left unwritten in a
-//! frozen sandbox.
+//! One binary serves classic Lambda (one invocation at a time per
+//! environment) and Lambda Managed Instances, where the platform sets
+//! `AWS_LAMBDA_MAX_CONCURRENCY` and one environment serves that many
+//! invocations at once: `lambda_runtime`'s `run_concurrent` runs one
+//! long-poll worker per slot, or the plain sequential loop when the variable
+//! is unset or 1. Around the handler:
+//!
+//! - [`guard`]: a panic, in `lambda_http`'s event conversion or in a handler,
+//!   ends its own invocation with a JSON error answer, never the environment
+//!   (the release profile unwinds);
+//! - [`flush`]: each invocation's log record and EMF line are written after
+//!   its response has been posted (see [`crate::telemetry::Outbox`]), and the
+//!   invocations in flight are counted;
+//! - [`shutdown`]: on SIGTERM the environment finishes the invocations in
+//!   flight, with their telemetry, before it exits.
+
+mod flush;
+mod guard;
+mod shutdown;
+
+pub use shutdown::sigterm;
 
 use crate::state::AppState;
+use flush::{FlushAfterResponse, InFlight};
+use guard::{Guarded, answer_panics};
+use lambda_http::lambda_runtime::Runtime;
 use lambda_http::lambda_runtime::layers::TracingLayer;
-use lambda_http::lambda_runtime::{LambdaInvocation, Runtime};
-use lambda_http::tower::{Layer, Service, service_fn};
-use lambda_http::{Adapter, Body, Error, Request, Response};
+use lambda_http::service_fn;
+use lambda_http::{Body, Error, Request, Response, tracing};
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Serves `handler` on the Lambda Runtime API until the sandbox ends, with
-/// the request-id tracing span `lambda_http::run` adds.
+/// How long a shutting-down environment waits for its invocations in flight.
+/// Lambda sends SIGKILL 500 ms after SIGTERM to a runtime with an internal
+/// extension; an invocation still running then is lost either way.
+const DRAIN_LIMIT: Duration = Duration::from_millis(450);
+
+/// A function's `main`: builds the tokio runtime the environment needs,
+/// the state (once per cold start) and serves `handler` until the
+/// environment ends.
+///
+/// The runtime is current-thread when the environment serves one invocation
+/// at a time (classic Lambda: nothing to gain from more threads), and
+/// multi-thread with a worker per vCPU when `AWS_LAMBDA_MAX_CONCURRENCY` is
+/// above 1 (`TOKIO_WORKER_THREADS` overrides the count); BENCHMARKS.md has
+/// the measurement behind this.
+///
+/// # Errors
+///
+/// When the configuration is invalid or the tokio runtime cannot be built:
+/// the init fails, and Lambda reports it.
+pub fn start<F, Fut>(handler: F) -> Result<(), Error>
+where
+    F: Fn(&'static AppState, Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, Error>> + Send + 'static,
+{
+    lambda_http::tracing::init_default_subscriber();
+    let runtime = if max_concurrency() > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(async move {
+        // Lent to every invocation for the life of the process.
+        let state: &'static AppState = Box::leak(Box::new(AppState::from_env().await?));
+        run(state, handler, shutdown::sigterm()?).await
+    })
+}
+
+/// Serves `handler` on the Lambda Runtime API until `shutdown` completes,
+/// then waits (at most [`DRAIN_LIMIT`]) for the invocations in flight to be
+/// answered and their telemetry written, and returns.
+///
+/// Registers a no-op internal extension first: without one, Lambda sends no
+/// SIGTERM before it ends an environment.
 ///
 /// # Panics
 ///
 /// When the Lambda environment (`AWS_LAMBDA_RUNTIME_API` and the function's
 /// name, memory size and version) is missing, as `lambda_http::run` does.
-pub async fn run<'a, F, Fut>(state: &'a AppState, handler: F) -> Result<(), Error>
+pub async fn run<F, Fut>(
+    state: &'static AppState,
+    handler: F,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
 where
-    F: Fn(Request) -> Fut + 'a,
-    Fut: Future<Output = Result<Response<Body>, Error>> + Send + 'a,
+    F: Fn(&'static AppState, Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<Response<Body>, Error>> + Send + 'static,
 {
-    state.telemetry.defer();
-    Runtime::new(Adapter::from(service_fn(handler)))
-        .layer(FlushAfterResponse { state })
-        .layer(TracingLayer::new())
-        .run()
-        .await
-}
-
-/// Flushes the state's telemetry after each invocation has been answered.
-pub struct FlushAfterResponse<'a> {
-    pub state: &'a AppState,
-}
-
-impl<'a, S> Layer<S> for FlushAfterResponse<'a> {
-    type Service = Flushing<'a, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Flushing {
-            inner,
-            state: self.state,
+    shutdown::register_extension().await;
+    let in_flight = Arc::new(InFlight::default());
+    let runtime = Runtime::new(Guarded::new(service_fn(move |request| {
+        answer_panics(handler(state, request))
+    })))
+    .layer(FlushAfterResponse::new(state, in_flight.clone()))
+    .layer(TracingLayer::new());
+    let serving = runtime.run_concurrent();
+    tokio::pin!(serving);
+    tokio::select! {
+        ended = &mut serving => return ended,
+        () = shutdown => {}
+    }
+    // The loop keeps being polled while it drains: on classic Lambda the one
+    // invocation in flight runs inside it.
+    let left = in_flight.count();
+    tracing::info!(
+        in_flight = left,
+        "SIGTERM: finishing the invocations in flight"
+    );
+    tokio::select! {
+        ended = &mut serving => ended,
+        drained = tokio::time::timeout(DRAIN_LIMIT, in_flight.drained()) => {
+            if drained.is_err() {
+                tracing::warn!(in_flight = in_flight.count(), "shutting down with invocations unfinished");
+            }
+            Ok(())
         }
     }
 }
 
-/// The service [`FlushAfterResponse`] wraps around the runtime's own, whose
-/// future completes once the response has been posted.
-pub struct Flushing<'a, S> {
-    inner: S,
-    state: &'a AppState,
-}
-
-impl<'a, S> Service<LambdaInvocation> for Flushing<'a, S>
-where
-    S: Service<LambdaInvocation, Response = (), Error = lambda_http::lambda_runtime::Error>,
-    S::Future: 'a,
-{
-    type Response = ();
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<(), S::Error>> + 'a>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
-        let answered = self.inner.call(invocation);
-        let state = self.state;
-        Box::pin(async move {
-            let result = answered.await;
-            state.telemetry.flush();
-            result
-        })
-    }
+/// `AWS_LAMBDA_MAX_CONCURRENCY`, as `lambda_runtime` reads it: 1 when unset
+/// or not a positive number.
+fn max_concurrency() -> u32 {
+    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|&value| value > 0)
+        .unwrap_or(1)
 }

@@ -1,23 +1,31 @@
 //! Where each request's record waits until its response is out.
 //!
-//! Under the Lambda runtime ([`crate::runtime::run`]) records are written
-//! after the response has been posted to the Runtime API and before the next
-//! event is asked for (so before the sandbox can be frozen): the client never
-//! waits for a log write, and nothing is lost. Everywhere else (tests,
-//! in-process callers) they are written as the request ends.
+//! Under the Lambda runtime ([`crate::runtime`]) each invocation runs inside
+//! [`Outbox::holding`], which keeps the records it submits; the runtime writes
+//! them once the invocation's response has been posted (and, on classic
+//! Lambda, before the next event is asked for, so before the sandbox can be
+//! frozen): the client never waits for a log write, nothing is lost, and
+//! invocations running at once in one environment each write their own
+//! record after their own response. Everywhere else (tests, in-process
+//! callers) records are written as the request ends.
 
 use super::Record;
+use std::cell::RefCell;
+use std::future::Future;
 use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+tokio::task_local! {
+    /// The records of the invocation running in this task, while held.
+    static HELD: RefCell<Vec<Record>>;
+}
+
 pub struct Outbox {
     /// CloudWatch namespace of the EMF lines; `None`: no metrics.
     namespace: Option<String>,
-    /// True until the sandbox's first record: its cold start.
+    /// True until the environment's first record: its cold start.
     cold: AtomicBool,
-    deferred: AtomicBool,
-    pending: Mutex<Vec<Record>>,
     /// Where EMF lines go: stdout, where Lambda picks them up.
     metrics_out: Mutex<Box<dyn Write + Send>>,
 }
@@ -27,16 +35,8 @@ impl Outbox {
         Self {
             namespace,
             cold: AtomicBool::new(true),
-            deferred: AtomicBool::new(false),
-            pending: Mutex::default(),
             metrics_out: Mutex::new(Box::new(std::io::stdout())),
         }
-    }
-
-    /// From now on records wait for [`Outbox::flush`]; whoever calls this
-    /// must call it after every request ([`crate::runtime::run`] does).
-    pub fn defer(&self) {
-        self.deferred.store(true, Ordering::Relaxed);
     }
 
     /// Sends EMF lines to `out` instead of stdout.
@@ -45,29 +45,31 @@ impl Outbox {
         *lock(&self.metrics_out) = out;
     }
 
-    /// Takes one request's record: kept for [`Outbox::flush`] when deferred,
-    /// written now otherwise. The first record of an instance is its cold start.
+    /// Runs `invocation`, keeping the records it submits instead of writing
+    /// them; the caller writes them with [`Outbox::write`] when it chooses.
+    pub async fn holding<F: Future>(invocation: F) -> (F::Output, Vec<Record>) {
+        HELD.scope(RefCell::default(), async {
+            let output = invocation.await;
+            (output, HELD.with(RefCell::take))
+        })
+        .await
+    }
+
+    /// Takes one request's record: kept when it runs inside
+    /// [`Outbox::holding`], written now otherwise. The first record of an
+    /// environment is its cold start.
     pub fn submit(&self, mut record: Record) {
         record.cold_start = self.cold.swap(false, Ordering::Relaxed);
-        if self.deferred.load(Ordering::Relaxed) {
-            lock(&self.pending).push(record);
+        if HELD.try_with(|_| ()).is_ok() {
+            HELD.with(|held| held.borrow_mut().push(record));
         } else {
             self.write(&[record]);
         }
     }
 
-    /// Writes every record waiting: the log records through `tracing`, the
-    /// EMF lines in one write.
-    pub fn flush(&self) {
-        let mut pending = lock(&self.pending);
-        if !pending.is_empty() {
-            self.write(&pending);
-            // Cleared in place: the next request's push does not allocate.
-            pending.clear();
-        }
-    }
-
-    fn write(&self, records: &[Record]) {
+    /// Writes `records`: the log records through `tracing`, the EMF lines in
+    /// one write.
+    pub fn write(&self, records: &[Record]) {
         let mut lines = String::new();
         for record in records {
             record.log();
@@ -125,26 +127,54 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_deferred_record_waits_for_the_flush_and_only_the_first_is_a_cold_start() {
-        // Arrange
+    #[tokio::test]
+    async fn held_records_wait_for_their_own_holder_and_one_is_the_cold_start() {
+        // Arrange: two invocations at once, each submitting one record.
         let out = Shared::default();
         let outbox = Outbox::new(Some("ns".into()));
         *lock(&outbox.metrics_out) = Box::new(out.clone());
-        outbox.defer();
+        let invocation = |id: &'static str| {
+            let outbox = &outbox;
+            async move {
+                tokio::task::yield_now().await;
+                outbox.submit(Record {
+                    request_id: id.into(),
+                    ..record()
+                });
+            }
+        };
 
         // Act
+        let ((_, first), (_, second)) = tokio::join!(
+            Outbox::holding(invocation("one")),
+            Outbox::holding(invocation("two"))
+        );
+        let written_while_held = lock(&out.0).len();
+        outbox.write(&second);
+        outbox.write(&first);
         outbox.submit(record());
-        outbox.submit(record());
-        let before_flush = lock(&out.0).len();
-        outbox.flush();
 
-        // Assert
-        assert_eq!(before_flush, 0);
+        // Assert: nothing written while held, each holder got its own
+        // record, and an unheld record is written at once.
+        assert_eq!(written_while_held, 0);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].request_id, "one");
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].request_id, "two");
         let text = String::from_utf8(lock(&out.0).clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].contains("\"ColdStart\":1.0"), "{}", lines[0]);
-        assert!(!lines[1].contains("ColdStart"), "{}", lines[1]);
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|line| line.contains("\"ColdStart\":1.0"))
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            first[0].cold_start != second[0].cold_start,
+            "exactly one held record is the cold start"
+        );
     }
 }
