@@ -62,8 +62,9 @@ ensure_redis() {
 # cfn-lint with the SAM translator, pinned, in a virtualenv of the project's
 # own (target/tools/cfn-lint), put first on PATH. Pinned because what the
 # machine happens to have differs: cfn-lint 1.51 with aws-sam-translator 1.110
-# cannot expand the HttpApi's `AWS::Include` of openapi.yaml (E0001), and a
-# cfn-lint without the translator installed does not expand SAM at all.
+# cannot expand the HttpApi's `AWS::Include` of openapi.yaml (E0001). The
+# venv's python3, also first on PATH, runs scripts/sam-translate.py with the
+# translator (cfn-lint 1.58 itself no longer runs it).
 CFN_LINT_VERSION=1.58.0
 SAM_TRANSLATOR_VERSION=1.115.0
 ensure_cfn_lint() {
