@@ -6,6 +6,7 @@
 //! (class 28: a rotated password, say) 503. The client sees a
 //! code and a message written by us; the driver's text only goes to the log.
 
+use std::sync::Arc;
 use uuid::Uuid;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -122,6 +123,57 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same error for one more caller, when several callers waited on
+    /// the one piece of work that failed (`find`'s single flight): the same
+    /// variant, so the same status, code and message; the cause is shared.
+    /// `ApiError` is not `Clone` because its causes are not.
+    pub fn shared(error: &Arc<Self>) -> Self {
+        let cause = || -> BoxError { Box::new(SharedCause(error.clone())) };
+        match &**error {
+            Self::BadRequest { code, message } => Self::BadRequest {
+                code,
+                message: message.clone(),
+            },
+            Self::Unauthorized => Self::Unauthorized,
+            Self::Forbidden(scope) => Self::Forbidden(scope),
+            Self::NotFound(id) => Self::NotFound(*id),
+            Self::EmailTaken => Self::EmailTaken,
+            Self::IdempotencyKeyInFlight => Self::IdempotencyKeyInFlight,
+            Self::IdempotencyKeyReused => Self::IdempotencyKeyReused,
+            Self::PreconditionFailed => Self::PreconditionFailed,
+            Self::PayloadTooLarge { limit } => Self::PayloadTooLarge { limit: *limit },
+            Self::UnsupportedMediaType => Self::UnsupportedMediaType,
+            Self::Unavailable { dependency, .. } => Self::Unavailable {
+                dependency,
+                source: cause(),
+            },
+            Self::Timeout(_) => Self::Timeout(cause()),
+            Self::Internal(_) => Self::Internal(cause()),
+        }
+    }
+}
+
+/// The cause of a [shared](ApiError::shared) error. It shows as the original
+/// cause and leads to the same chain, so every caller's log reads the same.
+#[derive(Debug)]
+struct SharedCause(Arc<ApiError>);
+
+impl std::fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match std::error::Error::source(&*self.0) {
+            Some(cause) => write!(f, "{cause}"),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for SharedCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&*self.0).and_then(std::error::Error::source)
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
@@ -152,6 +204,55 @@ impl From<deadpool_postgres::PoolError> for ApiError {
         match error {
             deadpool_postgres::PoolError::Backend(error) => error.into(),
             other => Self::unavailable("the database", other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    /// An error and its causes, `outer: inner: root`.
+    fn chain(error: &dyn Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_shared_error_answers_and_logs_like_the_original() {
+        // Arrange
+        let root = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let errors = [
+            ApiError::unavailable("the database", root),
+            ApiError::Timeout("statement timeout".into()),
+            ApiError::Internal("bad row".into()),
+            ApiError::NotFound(Uuid::nil()),
+            ApiError::bad_request("invalid_id", "not a UUID"),
+        ];
+
+        for original in errors {
+            // Act
+            let expected = (
+                original.status(),
+                original.code(),
+                original.public_message(),
+            );
+            let expected_chain = chain(&original);
+            let shared = Arc::new(original);
+            let copy = ApiError::shared(&shared);
+
+            // Assert
+            assert_eq!(
+                (copy.status(), copy.code(), copy.public_message()),
+                expected
+            );
+            assert_eq!(chain(&copy), expected_chain);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Test hooks: points where a race test parks the service, and a counter of
-//! Postgres reads for the stampede tests and the bench.
+//! Test hooks: points where a race test parks the service, and counters (of
+//! Postgres reads, for the stampede tests and the bench; of finds that
+//! waited for another's flight, for the single-flight tests).
 //!
 //! They exist only with the `test-hooks` feature, which only `tests/` and
 //! `bench/` enable. Without it [`Hooks`] and [`Counter`] are empty and every

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | runtime | [`runtime`], [`state`], [`migrate`] |
 //! | HTTP | [`http`] |
-//! | cache-aside | [`service`] (`find.rs`: a miss goes to Postgres; `write.rs`) |
+//! | cache-aside | [`service`] (`find.rs`: a miss goes to Postgres; `flight.rs`; `write.rs`) |
 //! | I/O | [`store`] (Postgres), [`cache`] (Redis) |
 //! | telemetry | [`telemetry`] (nothing from the domain) |
 //! | domain | [`user`], [`auth`], [`idempotency`], [`config`], [`error`], [`tls`], [`secrets`], [`hooks`] |

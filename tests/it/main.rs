@@ -17,6 +17,7 @@ mod production;
 mod redis_modes;
 mod runtime;
 mod secrets;
+mod single_flight;
 mod telemetry;
 mod template;
 mod tls;

@@ -2,14 +2,18 @@
 //! fill lease, goes to Postgres and fills only if the lease survived. Callers
 //! that miss while another fills wait for it briefly (`CACHE_FILL_WAIT_MS`)
 //! instead of all querying Postgres. [`next_step`] is the whole decision,
-//! pure; docs/cache.md says why it is safe.
+//! pure; docs/cache.md says why it is safe. Within one process, simultaneous
+//! finds of one user run as one flight (`flight.rs`) and share its result,
+//! each with its own access check and cache status.
 
+use super::flight::Role;
 use super::{UserService, log_cache_error, to_body};
 use crate::auth::Caller;
 use crate::cache::{CacheError, Entry, Lease, Lookup};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::telemetry::{self, CacheStatus};
+use std::sync::Arc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -73,44 +77,113 @@ fn next_step(lookup: Result<Lookup, CacheError>, now: Instant, give_up_waiting: 
     }
 }
 
+/// What a find learned about a user, whoever asked: the one result of a
+/// flight, shared by its callers. Each then applies its own access check.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    source: Source,
+    answer: Result<Answer, Arc<ApiError>>,
+}
+
+#[derive(Debug)]
+enum Answer {
+    User {
+        version: i64,
+        owner: Option<String>,
+        body: Vec<u8>,
+    },
+    Missing,
+}
+
+/// Where a flight's answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// An entry or a negative entry in Redis.
+    Cache,
+    /// Postgres, read under the fill lease.
+    Fill,
+    /// Postgres, without filling (a write was in progress, or the wait for
+    /// another instance's fill was over).
+    ReadThrough,
+    /// Postgres, because Redis failed.
+    Bypass,
+}
+
+impl Resolved {
+    /// How the cache answered one caller of the flight. The leader's is
+    /// what it did. A member served by the leader's fill made no Postgres
+    /// read of its own, like another instance's caller waiting for a fill:
+    /// a hit. A failed read is the leader's status for everyone.
+    fn status(&self, role: Role) -> CacheStatus {
+        match (self.source, role, &self.answer) {
+            (Source::Cache, ..) | (Source::Fill, Role::Member, Ok(_)) => CacheStatus::Hit,
+            (Source::Fill | Source::ReadThrough, ..) => CacheStatus::Miss,
+            (Source::Bypass, ..) => CacheStatus::Bypass,
+        }
+    }
+}
+
 impl UserService {
     /// User `id`, if `caller` may see it: another owner's user is
     /// [`ApiError::NotFound`], decided from the cache entry on a hit.
+    ///
+    /// Simultaneous finds of one user in this process share one lookup and,
+    /// on a miss, one Postgres read and fill (`flight.rs`); a find only
+    /// shares work that starts after it arrived.
     pub async fn find(&self, caller: &Caller, id: Uuid) -> Result<Found, ApiError> {
+        let (resolved, role) = self.flights.run(&id, || self.resolve(id)).await;
+        let cache = resolved.status(role);
+        telemetry::record_cache(cache);
+        match &resolved.answer {
+            Ok(Answer::User {
+                version,
+                owner,
+                body,
+            }) if caller.may_see(owner.as_deref()) => Ok(Found {
+                body: body.clone(),
+                version: *version,
+                cache,
+            }),
+            Ok(_) => Err(ApiError::NotFound(id)),
+            Err(error) => Err(ApiError::shared(error)),
+        }
+    }
+
+    /// One flight's work: the cache, then Postgres when it must.
+    async fn resolve(&self, id: Uuid) -> Arc<Resolved> {
         let give_up_waiting = Instant::now() + self.fill_wait;
         let mut lookup = self.cache.lookup(id).await;
-        loop {
+        let resolved = loop {
             match next_step(lookup, Instant::now(), give_up_waiting) {
                 Step::Hit {
                     version,
                     owner,
                     body,
                 } => {
-                    telemetry::record_cache(CacheStatus::Hit);
-                    if !caller.may_see(owner.as_deref()) {
-                        return Err(ApiError::NotFound(id));
-                    }
-                    return Ok(Found {
-                        body,
-                        version,
-                        cache: CacheStatus::Hit,
-                    });
+                    break Resolved {
+                        source: Source::Cache,
+                        answer: Ok(Answer::User {
+                            version,
+                            owner,
+                            body,
+                        }),
+                    };
                 }
                 Step::NotFound => {
-                    telemetry::record_cache(CacheStatus::Hit);
-                    return Err(ApiError::NotFound(id));
+                    break Resolved {
+                        source: Source::Cache,
+                        answer: Ok(Answer::Missing),
+                    };
                 }
-                Step::Fill(lease) => return self.fill(caller, id, &lease).await,
+                Step::Fill(lease) => break self.fill(id, &lease).await,
                 Step::WaitUntil(instant) => {
                     tokio::time::sleep_until(instant).await;
                     lookup = self.cache.lookup(id).await;
                 }
-                Step::ReadThrough => {
-                    return self.read_through(caller, id, CacheStatus::Miss).await;
-                }
+                Step::ReadThrough => break self.read_through(id, Source::ReadThrough).await,
                 Step::Bypass(error) => {
                     log_cache_error("find", &error);
-                    return self.read_through(caller, id, CacheStatus::Bypass).await;
+                    break self.read_through(id, Source::Bypass).await;
                 }
                 Step::Replace(value) => {
                     lookup = match self.cache.take_over(id, &value).await {
@@ -120,57 +193,59 @@ impl UserService {
                     };
                 }
             }
-        }
+        };
+        Arc::new(resolved)
     }
 
     /// The lease holder's miss: read Postgres, then fill if the lease
-    /// survived. The entry is the user's whoever asked; the answer is the
-    /// caller's only if it may see it.
-    async fn fill(&self, caller: &Caller, id: Uuid, lease: &Lease) -> Result<Found, ApiError> {
-        telemetry::record_cache(CacheStatus::Miss);
-        let user = self.store.get(id).await?;
-        let body = user.as_ref().map(to_body).transpose()?;
-        self.hooks.pass(Point::BeforeFill).await;
-        let entry = match (&user, &body) {
-            (Some(user), Some(body)) => Entry::User {
-                version: user.version,
-                owner: user.owner.as_deref(),
-                body,
-            },
-            _ => Entry::NotFound,
+    /// survived. The entry is the user's whoever asked.
+    async fn fill(&self, id: Uuid, lease: &Lease) -> Resolved {
+        let answer = async {
+            let user = self.store.get(id).await?;
+            let body = user.as_ref().map(to_body).transpose()?;
+            self.hooks.pass(Point::BeforeFill).await;
+            let entry = match (&user, &body) {
+                (Some(user), Some(body)) => Entry::User {
+                    version: user.version,
+                    owner: user.owner.as_deref(),
+                    body,
+                },
+                _ => Entry::NotFound,
+            };
+            if let Err(error) = self.cache.fill(id, lease, entry).await {
+                log_cache_error("fill", &error);
+            }
+            Ok::<_, ApiError>(match (user, body) {
+                (Some(user), Some(body)) => Answer::User {
+                    version: user.version,
+                    owner: user.owner,
+                    body,
+                },
+                _ => Answer::Missing,
+            })
         };
-        if let Err(error) = self.cache.fill(id, lease, entry).await {
-            log_cache_error("fill", &error);
-        }
-        match (user, body) {
-            (Some(user), Some(body)) if caller.may_see(user.owner.as_deref()) => Ok(Found {
-                body,
-                version: user.version,
-                cache: CacheStatus::Miss,
-            }),
-            _ => Err(ApiError::NotFound(id)),
+        Resolved {
+            source: Source::Fill,
+            answer: answer.await.map_err(Arc::new),
         }
     }
 
     /// Postgres only, without touching the cache.
-    async fn read_through(
-        &self,
-        caller: &Caller,
-        id: Uuid,
-        cache: CacheStatus,
-    ) -> Result<Found, ApiError> {
-        telemetry::record_cache(cache);
-        let user = self
-            .store
-            .get(id)
-            .await?
-            .filter(|user| caller.may_see(user.owner.as_deref()))
-            .ok_or(ApiError::NotFound(id))?;
-        Ok(Found {
-            body: to_body(&user)?,
-            version: user.version,
-            cache,
-        })
+    async fn read_through(&self, id: Uuid, source: Source) -> Resolved {
+        let answer = async {
+            Ok::<_, ApiError>(match self.store.get(id).await? {
+                Some(user) => Answer::User {
+                    body: to_body(&user)?,
+                    version: user.version,
+                    owner: user.owner,
+                },
+                None => Answer::Missing,
+            })
+        };
+        Resolved {
+            source,
+            answer: answer.await.map_err(Arc::new),
+        }
     }
 }
 
@@ -188,6 +263,55 @@ mod tests {
             now - Duration::from_millis(left_ms.unsigned_abs())
         };
         (now, deadline)
+    }
+
+    #[test]
+    fn each_caller_of_a_flight_gets_its_own_cache_status() {
+        // Arrange
+        let user = || {
+            Ok(Answer::User {
+                version: 1,
+                owner: None,
+                body: Vec::new(),
+            })
+        };
+        let failed = || Err(Arc::new(ApiError::Internal("broken".into())));
+        let cases = [
+            (Source::Cache, user(), CacheStatus::Hit, CacheStatus::Hit),
+            (Source::Fill, user(), CacheStatus::Miss, CacheStatus::Hit),
+            (Source::Fill, failed(), CacheStatus::Miss, CacheStatus::Miss),
+            (
+                Source::ReadThrough,
+                user(),
+                CacheStatus::Miss,
+                CacheStatus::Miss,
+            ),
+            (
+                Source::Bypass,
+                user(),
+                CacheStatus::Bypass,
+                CacheStatus::Bypass,
+            ),
+        ];
+
+        for (source, answer, leader, member) in cases {
+            // Act
+            let resolved = Resolved { source, answer };
+
+            // Assert
+            assert_eq!(resolved.status(Role::Leader), leader, "{source:?}");
+            assert_eq!(resolved.status(Role::Member), member, "{source:?}");
+        }
+    }
+
+    /// Compiles only if many requests can share the service on a
+    /// multi-thread runtime: `UserService` is `Send + Sync`, `find` is `Send`.
+    #[test]
+    fn the_service_and_its_find_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<UserService>();
+        let _ = |service: &UserService, caller: &Caller| send(&service.find(caller, Uuid::nil()));
     }
 
     #[test]

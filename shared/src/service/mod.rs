@@ -2,7 +2,8 @@
 //! it; it calls the store (Postgres) and the cache (Redis).
 //!
 //! - [`find`](UserService::find) (`find.rs`): a hit is answered from Redis; a
-//!   miss takes the key's fill lease, reads Postgres and fills;
+//!   miss takes the key's fill lease, reads Postgres and fills; simultaneous
+//!   finds of one user in the process share that work (`flight.rs`);
 //! - [`create`](UserService::create), [`update`](UserService::update) and
 //!   [`delete`](UserService::delete) (`write.rs`): a write to an existing user
 //!   runs under the key's write guard; a write with an `Idempotency-Key` is
@@ -13,6 +14,7 @@
 //! success, no later `find` returns the previous value: docs/cache.md.
 
 mod find;
+mod flight;
 mod write;
 
 pub use find::Found;
@@ -24,6 +26,8 @@ use crate::error::ApiError;
 use crate::hooks::Hooks;
 use crate::store::UserStore;
 use crate::user::User;
+use flight::Flights;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -40,6 +44,8 @@ pub struct UserService {
     cache: UserCache,
     /// How long a miss waits for another caller's fill (`CACHE_FILL_WAIT_MS`).
     fill_wait: Duration,
+    /// The finds in flight in this process, shared by the service's clones.
+    flights: Arc<Flights<Uuid, Arc<find::Resolved>>>,
     hooks: Hooks,
 }
 
@@ -49,6 +55,7 @@ impl UserService {
             store,
             cache,
             fill_wait: config.fill_wait,
+            flights: Arc::new(Flights::new()),
             hooks: Hooks::default(),
         }
     }
@@ -87,6 +94,12 @@ impl UserService {
 
     pub fn cache(&self) -> &UserCache {
         &self.cache
+    }
+
+    /// Finds so far that waited for another find's flight: members of a
+    /// flight, and leaders of a next flight waiting for the running one.
+    pub fn flight_waits(&self) -> u64 {
+        self.flights.waits()
     }
 }
 
