@@ -238,9 +238,25 @@ struct Op {
     end: Instant,
 }
 
+/// Where the readers of a history run.
+#[derive(Clone, Copy)]
+enum Readers {
+    /// Each on an instance of its own, as one-request-at-a-time Lambda
+    /// environments are.
+    OwnInstances,
+    /// All on one instance, as one Lambda Managed Instances environment
+    /// serving them at once, where simultaneous finds share a flight.
+    OneEnvironment,
+}
+
 /// Several writers (one per id, so each id's versions are totally ordered)
-/// and readers on separate instances; returns every successful operation.
-async fn run_history(env: &TestEnv, writes_per_id: u64, faults: Option<&RedisServer>) -> Vec<Op> {
+/// and readers; returns every successful operation.
+async fn run_history(
+    env: &TestEnv,
+    writes_per_id: u64,
+    faults: Option<&RedisServer>,
+    readers: Readers,
+) -> Vec<Op> {
     const IDS: usize = 3;
     const READERS: usize = 6;
     let mut ids = Vec::new();
@@ -275,8 +291,12 @@ async fn run_history(env: &TestEnv, writes_per_id: u64, faults: Option<&RedisSer
             ops
         });
     }
+    let shared = Arc::new(env.instance(&[]).await);
     for reader in 0..READERS {
-        let state = env.instance(&[]).await;
+        let state = match readers {
+            Readers::OwnInstances => Arc::new(env.instance(&[]).await),
+            Readers::OneEnvironment => shared.clone(),
+        };
         let ids = ids.clone();
         let finished = finished.clone();
         tasks.spawn(async move {
@@ -391,7 +411,19 @@ async fn concurrent_history_without_faults_has_no_stale_read() {
     let env = TestEnv::new().await;
 
     // Act
-    let history = run_history(&env, 40, None).await;
+    let history = run_history(&env, 40, None, Readers::OwnInstances).await;
+
+    // Assert
+    assert_no_stale_reads(&history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_with_readers_in_one_environment_has_no_stale_read() {
+    // Arrange
+    let env = TestEnv::new().await;
+
+    // Act
+    let history = run_history(&env, 40, None, Readers::OneEnvironment).await;
 
     // Assert
     assert_no_stale_reads(&history);
@@ -404,7 +436,7 @@ async fn concurrent_history_with_redis_connections_killed_has_no_stale_read() {
     let env = TestEnv::with_settings(&[("REDIS_URL", &redis.url())]).await;
 
     // Act
-    let history = run_history(&env, 40, Some(&redis)).await;
+    let history = run_history(&env, 40, Some(&redis), Readers::OwnInstances).await;
 
     // Assert
     assert_no_stale_reads(&history);
