@@ -89,6 +89,9 @@ impl Report {
     }
 
     fn render_latency(&self, out: &mut String) {
+        if self.latency.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Latency: floors and handlers (in-process)\n\n\
@@ -114,6 +117,9 @@ impl Report {
     }
 
     fn render_ratios(&self, out: &mut String) {
+        if self.latency.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Ratio to the floor (p50 / p50)\n\n\
@@ -158,6 +164,9 @@ impl Report {
     }
 
     fn render_cold(&self, out: &mut String) {
+        if self.cold.is_empty() {
+            return;
+        }
         let ready: Vec<Duration> = self.baseline.iter().map(|(ready, _)| *ready).collect();
         let exit: Vec<Duration> = self.baseline.iter().map(|(_, exit)| *exit).collect();
         let base = median(&ready);
@@ -195,6 +204,9 @@ impl Report {
     }
 
     fn render_footprint(&self, out: &mut String) {
+        if self.footprint.is_empty() && self.long_runs.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Footprint\n\n\
@@ -261,6 +273,9 @@ impl Report {
     }
 
     fn render_offload(&self, out: &mut String) {
+        if self.offload.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Database offload (Zipf s=1.0 over 10,000 users)\n\n\
