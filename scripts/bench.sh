@@ -4,8 +4,8 @@
 # when missing) and prints the machine and the results as markdown tables,
 # also saved to target/bench/results.md. Extra arguments go to the bench
 # program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations, or
-# `scripts/bench.sh --only memory` for one section (latency, offload,
-# cold-start, memory, footprint).
+# `scripts/bench.sh --only concurrency` for one section (latency, offload,
+# cold-start, memory, footprint, concurrency).
 #
 #   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips;
 #                    skipped as well when `--only` names another section)

@@ -7,7 +7,9 @@
 //! 4. cold start of the release binaries against a Runtime API stub, against
 //!    the `baseline` binary;
 //! 5. footprint: binary and zip sizes, resident memory over 10,000 invocations;
-//! 6. database offload under a Zipf workload.
+//! 6. database offload under a Zipf workload;
+//! 7. concurrency: one find-user environment with 1 to 64 invocations in
+//!    flight, against a raw Redis client at the same concurrency.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -20,6 +22,7 @@
 //! `--out FILE`, `--no-spinner` (see `spinner.rs`), `--only SECTION` (one of
 //! [`SECTIONS`]; the setup runs in full either way).
 
+mod concurrency;
 mod fixtures;
 mod floor;
 mod footprint;
@@ -50,7 +53,14 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 5] = ["latency", "offload", "cold-start", "memory", "footprint"];
+const SECTIONS: [&str; 6] = [
+    "latency",
+    "offload",
+    "cold-start",
+    "memory",
+    "footprint",
+    "concurrency",
+];
 
 struct Options {
     quick: bool,
@@ -181,6 +191,9 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
     }
     if options.runs("memory") {
         lifecycle::memory(&world, &plan, &options.bin_dir, &zipf, SEED + 1, report).await?;
+    }
+    if options.runs("concurrency") {
+        concurrency::run(&world, &plan, &options.bin_dir, &mut report.concurrency).await?;
     }
     if options.runs("footprint") {
         eprintln!("== footprint");
