@@ -193,7 +193,12 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
         lifecycle::memory(&world, &plan, &options.bin_dir, &zipf, SEED + 1, report).await?;
     }
     if options.runs("concurrency") {
+        let spinner = options.spinner.then(spinner::Spinner::start);
         concurrency::run(&world, &plan, &options.bin_dir, &mut report.concurrency).await?;
+        report.context.push((
+            "idle spinner during the concurrency section".to_owned(),
+            spinning(spinner).to_owned(),
+        ));
     }
     if options.runs("footprint") {
         eprintln!("== footprint");
