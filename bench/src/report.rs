@@ -213,10 +213,19 @@ impl Report {
         if self.footprint.is_empty() && self.long_runs.is_empty() {
             return;
         }
+        let _ = writeln!(out, "\n### Footprint");
+        if !self.footprint.is_empty() {
+            self.render_sizes(out);
+        }
+        if !self.long_runs.is_empty() {
+            self.render_long_runs(out);
+        }
+    }
+
+    fn render_sizes(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\n### Footprint\n\n\
-             | function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | arm64 zip target | met |\n\
+            "\n| function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | arm64 zip target | met |\n\
              |---|---:|---:|---:|---:|---|"
         );
         for f in &self.footprint {
@@ -237,6 +246,9 @@ impl Report {
         if let Some(note) = &self.arm64_note {
             let _ = writeln!(out, "\narm64: {note}");
         }
+    }
+
+    fn render_long_runs(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "\n| function (through the runtime stub) | invocations | VmRSS kB | VmHWM kB | stub p50 µs | stub p99 µs | invocations/s | target | met | unexpected |\n\
