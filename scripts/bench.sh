@@ -3,9 +3,12 @@
 # bench crate against the local PostgreSQL and Redis (started, or installed,
 # when missing) and prints the machine and the results as markdown tables,
 # also saved to target/bench/results.md. Extra arguments go to the bench
-# program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations.
+# program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations, or
+# `scripts/bench.sh --only concurrency` for one section (latency, offload,
+# cold-start, memory, footprint, concurrency).
 #
-#   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips)
+#   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips;
+#                    skipped as well when `--only` names another section)
 #
 # The bench uses its own schema and key prefix, removed when it ends.
 set -euo pipefail
@@ -30,8 +33,15 @@ cargo build --release "${functions[@]}"
 log "release build of the bench and its baseline binary"
 cargo build --release -p users-api-bench
 
+# Only the footprint section reads the arm64 zips.
+only=""
+args=("$@")
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+    [ "${args[i]}" = --only ] && only="${args[i + 1]}"
+done
+
 bench_args=()
-if [ "${BENCH_ARM64:-1}" != 0 ]; then
+if [ "${BENCH_ARM64:-1}" != 0 ] && { [ -z "$only" ] || [ "$only" = footprint ]; }; then
     log "cargo lambda build --release --arm64 --output-format zip (log: $out/arm64.log)"
     rm -f target/lambda/*/bootstrap.zip
     if timeout 1800 cargo lambda build --release --arm64 --output-format zip "${functions[@]}" \

@@ -7,7 +7,9 @@
 //! 4. cold start of the release binaries against a Runtime API stub, against
 //!    the `baseline` binary;
 //! 5. footprint: binary and zip sizes, resident memory over 10,000 invocations;
-//! 6. database offload under a Zipf workload.
+//! 6. database offload under a Zipf workload;
+//! 7. concurrency: one find-user environment with 1 to 64 invocations in
+//!    flight, against a raw Redis client at the same concurrency.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -17,8 +19,10 @@
 //! Options: `--quick` (a tenth of the iterations, for trying it out),
 //! `--bin-dir DIR` (the release binaries; default: beside this one),
 //! `--arm64-dir DIR` (cargo lambda's `target/lambda`), `--arm64-note TEXT`,
-//! `--out FILE`, `--no-spinner` (see `spinner.rs`).
+//! `--out FILE`, `--no-spinner` (see `spinner.rs`), `--only SECTION` (one of
+//! [`SECTIONS`]; the setup runs in full either way).
 
+mod concurrency;
 mod fixtures;
 mod floor;
 mod footprint;
@@ -47,6 +51,16 @@ const ZIPF_EXPONENT: f64 = 1.0;
 const SEED: u64 = 0x5eed_0001;
 /// Every step is bounded on its own; this bounds the whole run as well.
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
+/// What `--only` accepts, in the order they run: `latency` is sections 1-3;
+/// `memory` and `footprint` are the two tables of section 5.
+const SECTIONS: [&str; 6] = [
+    "latency",
+    "offload",
+    "cold-start",
+    "memory",
+    "footprint",
+    "concurrency",
+];
 
 struct Options {
     quick: bool,
@@ -55,6 +69,13 @@ struct Options {
     arm64_note: Option<String>,
     out: Option<PathBuf>,
     spinner: bool,
+    only: Option<String>,
+}
+
+impl Options {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == section)
+    }
 }
 
 fn main() -> ExitCode {
@@ -107,6 +128,7 @@ fn parse_options() -> Result<Options, BoxError> {
         arm64_note: None,
         out: None,
         spinner: true,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -118,6 +140,13 @@ fn parse_options() -> Result<Options, BoxError> {
             "--arm64-note" => options.arm64_note = Some(value()?),
             "--out" => options.out = Some(value()?.into()),
             "--no-spinner" => options.spinner = false,
+            "--only" => {
+                let section = value()?;
+                if !SECTIONS.contains(&section.as_str()) {
+                    return Err(format!("--only takes one of {}", SECTIONS.join(", ")).into());
+                }
+                options.only = Some(section);
+            }
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -145,28 +174,50 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
     let plan = Plan::new(options.quick);
     let world = World::set_up(env, &plan).await?;
     world.describe(&mut report.context).await?;
-    let spinner = options.spinner.then(spinner::Spinner::start);
-    latency::run(&world, &plan, report).await?;
-    let spinning = match spinner.map(spinner::Spinner::stop) {
+    if options.runs("latency") {
+        let spinner = options.spinner.then(spinner::Spinner::start);
+        latency::run(&world, &plan, report).await?;
+        report.context.push((
+            "idle spinner during the latency sections".to_owned(),
+            spinning(spinner).to_owned(),
+        ));
+    }
+    let zipf = Zipf::new(OFFLOAD_USERS, ZIPF_EXPONENT);
+    if options.runs("offload") {
+        offload::run(&world, &plan, &zipf, SEED, &mut report.offload).await?;
+    }
+    if options.runs("cold-start") {
+        lifecycle::cold_starts(&world, &plan, &options.bin_dir, report).await?;
+    }
+    if options.runs("memory") {
+        lifecycle::memory(&world, &plan, &options.bin_dir, &zipf, SEED + 1, report).await?;
+    }
+    if options.runs("concurrency") {
+        let spinner = options.spinner.then(spinner::Spinner::start);
+        concurrency::run(&world, &plan, &options.bin_dir, &mut report.concurrency).await?;
+        report.context.push((
+            "idle spinner during the concurrency section".to_owned(),
+            spinning(spinner).to_owned(),
+        ));
+    }
+    if options.runs("footprint") {
+        eprintln!("== footprint");
+        let binaries = lifecycle::binaries(&options.bin_dir);
+        for (name, binary) in lifecycle::FUNCTIONS.iter().zip(&binaries) {
+            let footprint = footprint::measure(name, binary, options.arm64_dir.as_deref())?;
+            report.footprint.push(footprint);
+        }
+    }
+    Ok(())
+}
+
+/// Stops the spinner of a section and says how it ran, for the report.
+fn spinning(spinner: Option<spinner::Spinner>) -> &'static str {
+    match spinner.map(spinner::Spinner::stop) {
         Some(true) => "on: one SCHED_IDLE thread kept a vCPU awake",
         Some(false) => "off: SCHED_IDLE was refused",
         None => "off (--no-spinner)",
-    };
-    report.context.push((
-        "idle spinner during the latency sections".to_owned(),
-        spinning.to_owned(),
-    ));
-    let zipf = Zipf::new(OFFLOAD_USERS, ZIPF_EXPONENT);
-    offload::run(&world, &plan, &zipf, SEED, &mut report.offload).await?;
-    lifecycle::cold_starts(&world, &plan, &options.bin_dir, report).await?;
-    lifecycle::memory(&world, &plan, &options.bin_dir, &zipf, SEED + 1, report).await?;
-    eprintln!("== footprint");
-    let binaries = lifecycle::binaries(&options.bin_dir);
-    for (name, binary) in lifecycle::FUNCTIONS.iter().zip(&binaries) {
-        let footprint = footprint::measure(name, binary, options.arm64_dir.as_deref())?;
-        report.footprint.push(footprint);
     }
-    Ok(())
 }
 
 /// The release profile aborts on panic, so `TestEnv`'s drop would not run:

@@ -1,7 +1,8 @@
 //! The release binaries as separate processes: cold start (spawn -> first
 //! `next` poll, spawn -> first response) against the runtime stub, the
-//! connect-and-query baseline, and the resident memory of a long-lived
-//! instance (`VmRSS`/`VmHWM` of `/proc/<pid>/status`).
+//! connect-and-query baseline, the resident memory of a long-lived
+//! instance (`VmRSS`/`VmHWM` of `/proc/<pid>/status`), and one instance kept
+//! busy with several invocations in flight.
 
 use crate::measure::{BoxError, histogram, record};
 use crate::stub::RuntimeStub;
@@ -180,21 +181,105 @@ pub async fn long_run(
     outcome
 }
 
+/// One instance kept busy by a closed loop, `in_flight` events out at once.
+pub struct ClosedLoop {
+    /// Event handed out -> answer received, of the answers after the warm-up.
+    pub latency: Histogram<u64>,
+    /// From the last warm-up answer to the last answer.
+    pub wall: Duration,
+    /// The most events the instance had been handed at once (see the stub).
+    pub peak_in_flight: usize,
+    /// `VmHWM` and `Threads` of `/proc/<pid>/status` after the run.
+    pub hwm_kb: u64,
+    pub threads: u64,
+    pub unexpected: u64,
+    pub first_unexpected: Option<String>,
+}
+
+/// Runs one instance through `events` as a closed loop: `in_flight` events
+/// are queued at the start, and each answer queues the next, so the stub
+/// always holds `in_flight` events out or waiting (fewer only at the end).
+/// The first `warmup` answers are not counted. An answer other than
+/// `expected` (status, `x-cache`) is counted as unexpected.
+pub async fn closed_loop(
+    function: &Function<'_>,
+    events: Vec<String>,
+    warmup: usize,
+    in_flight: usize,
+    expected: (u16, &str),
+) -> Result<ClosedLoop, BoxError> {
+    let total = events.len();
+    if total <= warmup || in_flight == 0 {
+        return Err(
+            format!("{total} events for {warmup} of warm-up, {in_flight} in flight").into(),
+        );
+    }
+    let mut stub = RuntimeStub::start(function.name).await?;
+    let mut child = function.spawn(&stub)?;
+    let pid = child.id().ok_or("child has no pid")?;
+    let outcome = async {
+        let mut events = events.into_iter();
+        for event in events.by_ref().take(in_flight) {
+            stub.push(event);
+        }
+        let mut latency = histogram();
+        let (mut unexpected, mut first_unexpected) = (0, None);
+        let (mut started, mut ended) = (Instant::now(), Instant::now());
+        for answered in 1..=total {
+            let completion = stub
+                .next_completion(STEP_LIMIT)
+                .await
+                .ok_or_else(|| format!("{} stopped answering", function.name))?;
+            if let Some(event) = events.next() {
+                stub.push(event);
+            }
+            if answered <= warmup {
+                started = completion.at;
+                continue;
+            }
+            ended = completion.at;
+            record(&mut latency, completion.latency);
+            let answer = (completion.status, completion.cache.as_deref());
+            if answer != (Some(expected.0), Some(expected.1)) {
+                unexpected += 1;
+                first_unexpected.get_or_insert(format!(
+                    "status {:?}, x-cache {:?}",
+                    completion.status, completion.cache
+                ));
+            }
+        }
+        Ok::<_, BoxError>(ClosedLoop {
+            latency,
+            wall: ended - started,
+            peak_in_flight: stub.peak_in_flight(),
+            hwm_kb: status_field(pid, "VmHWM:")?,
+            threads: status_field(pid, "Threads:")?,
+            unexpected,
+            first_unexpected,
+        })
+    }
+    .await;
+    stop(&mut child).await;
+    outcome
+}
+
 /// `VmRSS` and `VmHWM` of a running process, in kB.
 fn memory(pid: u32) -> Result<(u64, u64), BoxError> {
+    Ok((status_field(pid, "VmRSS:")?, status_field(pid, "VmHWM:")?))
+}
+
+/// A numeric field of `/proc/<pid>/status` (`VmHWM:` in kB, `Threads:`).
+fn status_field(pid: u32, name: &str) -> Result<u64, BoxError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64, BoxError> {
-        let line = status
-            .lines()
-            .find(|line| line.starts_with(name))
-            .ok_or_else(|| format!("{name} not in /proc/{pid}/status"))?;
-        Ok(line
-            .split_whitespace()
-            .nth(1)
-            .ok_or("empty field")?
-            .parse()?)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(name))
+        .ok_or_else(|| format!("{name} not in /proc/{pid}/status"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or("empty field")?
+        .parse()?)
 }
 
 async fn stop(child: &mut Child) {

@@ -1,12 +1,14 @@
 //! The results as markdown: the tables BENCHMARKS.md shows, each target with
 //! its measured value and whether it was met.
 
+use crate::concurrency::{Row, WORKERS, Workload};
 use crate::floor::Floor;
 use crate::footprint::Footprint;
 use crate::handlers::Op;
 use crate::measure::{Measured, median, micros, millis};
 use crate::offload::Offload;
 use crate::process::{ColdStart, LongRun};
+use crate::world::IN_FLIGHT;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ pub const ZIP_TARGET_BYTES: u64 = 2 * 1024 * 1024;
 pub const RSS_TARGET_KB: u64 = 16 * 1024;
 pub const RATIO_TARGET: f64 = 1.25;
 pub const READY_TARGET: f64 = 2.0;
+/// One environment's hit throughput against a raw GET client's, same C.
+pub const CONCURRENT_HIT_TARGET: f64 = 0.8;
 
 #[derive(Default)]
 pub struct Report {
@@ -31,6 +35,7 @@ pub struct Report {
     pub arm64_note: Option<String>,
     pub long_runs: Vec<(String, LongRun)>,
     pub offload: Vec<Offload>,
+    pub concurrency: Vec<Row>,
 }
 
 impl Report {
@@ -78,6 +83,7 @@ impl Report {
         self.render_cold(&mut out);
         self.render_footprint(&mut out);
         self.render_offload(&mut out);
+        self.render_concurrency(&mut out);
         out
     }
 
@@ -89,6 +95,9 @@ impl Report {
     }
 
     fn render_latency(&self, out: &mut String) {
+        if self.latency.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Latency: floors and handlers (in-process)\n\n\
@@ -114,6 +123,9 @@ impl Report {
     }
 
     fn render_ratios(&self, out: &mut String) {
+        if self.latency.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Ratio to the floor (p50 / p50)\n\n\
@@ -158,6 +170,9 @@ impl Report {
     }
 
     fn render_cold(&self, out: &mut String) {
+        if self.cold.is_empty() {
+            return;
+        }
         let ready: Vec<Duration> = self.baseline.iter().map(|(ready, _)| *ready).collect();
         let exit: Vec<Duration> = self.baseline.iter().map(|(_, exit)| *exit).collect();
         let base = median(&ready);
@@ -195,10 +210,22 @@ impl Report {
     }
 
     fn render_footprint(&self, out: &mut String) {
+        if self.footprint.is_empty() && self.long_runs.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n### Footprint");
+        if !self.footprint.is_empty() {
+            self.render_sizes(out);
+        }
+        if !self.long_runs.is_empty() {
+            self.render_long_runs(out);
+        }
+    }
+
+    fn render_sizes(&self, out: &mut String) {
         let _ = writeln!(
             out,
-            "\n### Footprint\n\n\
-             | function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | arm64 zip target | met |\n\
+            "\n| function | binary (x86_64) | zip (x86_64) | zip (arm64, cargo lambda) | arm64 zip target | met |\n\
              |---|---:|---:|---:|---:|---|"
         );
         for f in &self.footprint {
@@ -219,6 +246,9 @@ impl Report {
         if let Some(note) = &self.arm64_note {
             let _ = writeln!(out, "\narm64: {note}");
         }
+    }
+
+    fn render_long_runs(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "\n| function (through the runtime stub) | invocations | VmRSS kB | VmHWM kB | stub p50 µs | stub p99 µs | invocations/s | target | met | unexpected |\n\
@@ -261,6 +291,9 @@ impl Report {
     }
 
     fn render_offload(&self, out: &mut String) {
+        if self.offload.is_empty() {
+            return;
+        }
         let _ = writeln!(
             out,
             "\n### Database offload (Zipf s=1.0 over 10,000 users)\n\n\
@@ -304,6 +337,113 @@ impl Report {
                 "\nPer window of 1,000 finds, PG reads / ids first seen ({}): {}",
                 run.label,
                 shown.join(" ")
+            );
+        }
+    }
+}
+
+impl Report {
+    fn concurrent(&self, workload: Workload, c: usize, workers: Option<usize>) -> Option<&Row> {
+        self.concurrency
+            .iter()
+            .find(|row| row.workload == workload && row.in_flight == c && row.workers == workers)
+    }
+
+    fn render_concurrency(&self, out: &mut String) {
+        if self.concurrency.is_empty() {
+            return;
+        }
+        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let _ = writeln!(
+            out,
+            "\n### Concurrency: one find-user environment, C invocations in flight\n\n\
+             The stub, the raw client, Redis, Postgres and the function share the \
+             machine's {cores} vCPUs.\n\n\
+             | path | in flight | TOKIO_WORKER_THREADS | invocations | invocations/s | p50 µs | p99 µs | most in flight seen | threads | VmHWM kB | unexpected |\n\
+             |---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let or_blank = |value: Option<u64>| value.map_or(String::new(), |v| v.to_string());
+        for row in &self.concurrency {
+            let unexpected = match &row.first_unexpected {
+                Some(first) => format!("{} (first: {})", row.unexpected, first.replace('|', "/")),
+                None => "0".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {} | {} | {} | {unexpected} |",
+                row.workload.name(),
+                row.in_flight,
+                row.workers.map_or("unset".to_owned(), |w| w.to_string()),
+                row.count,
+                row.throughput,
+                micros(row.p50),
+                micros(row.p99),
+                or_blank(row.peak_in_flight.map(|peak| peak as u64)),
+                or_blank(row.threads),
+                or_blank(row.hwm_kb),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n| in flight | find (hit) /s | raw GET /s | find (hit) / raw GET | target | met | find (hit, one hot user) / raw GET |\n\
+             |---:|---:|---:|---:|---:|---|---:|"
+        );
+        for c in IN_FLIGHT {
+            let (Some(hit), Some(raw)) = (
+                self.concurrent(Workload::Hit, c, None),
+                self.concurrent(Workload::RawGet, c, None),
+            ) else {
+                continue;
+            };
+            let ratio = |row: &Row| row.throughput / raw.throughput.max(f64::EPSILON);
+            let hot = self
+                .concurrent(Workload::HotHit, c, None)
+                .map_or(String::new(), |hot| format!("{:.2}x", ratio(hot)));
+            let _ = writeln!(
+                out,
+                "| {c} | {:.0} | {:.0} | {:.2}x | >= {CONCURRENT_HIT_TARGET}x | {} | {hot} |",
+                hit.throughput,
+                raw.throughput,
+                ratio(hit),
+                yes_no(ratio(hit) >= CONCURRENT_HIT_TARGET),
+            );
+        }
+        let [one, two] = WORKERS;
+        let _ = writeln!(
+            out,
+            "\n| path | in flight | TOKIO_WORKER_THREADS={one} /s | ={two} /s | {two} / {one} | p99 µs, {one} / {two} |\n\
+             |---|---:|---:|---:|---:|---:|"
+        );
+        for workload in [Workload::Hit, Workload::Miss] {
+            for c in IN_FLIGHT {
+                let (Some(a), Some(b)) = (
+                    self.concurrent(workload, c, Some(one)),
+                    self.concurrent(workload, c, Some(two)),
+                ) else {
+                    continue;
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {c} | {:.0} | {:.0} | {:.2}x | {:.1} / {:.1} |",
+                    workload.name(),
+                    a.throughput,
+                    b.throughput,
+                    b.throughput / a.throughput.max(f64::EPSILON),
+                    micros(a.p99),
+                    micros(b.p99),
+                );
+            }
+        }
+        let single: Vec<String> = [Workload::Hit, Workload::Miss]
+            .into_iter()
+            .filter_map(|workload| self.concurrent(workload, 1, None))
+            .map(|row| format!("{} {:.0}/s", row.workload.name(), row.throughput))
+            .collect();
+        if !single.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nAt C = 1 (`AWS_LAMBDA_MAX_CONCURRENCY=1`, a current_thread runtime): {}.",
+                single.join(", ")
             );
         }
     }

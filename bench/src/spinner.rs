@@ -6,7 +6,9 @@
 //! processes come and go. That would swamp the few µs the library adds and
 //! make a path and its floor land in different regimes. A thread spinning
 //! under `SCHED_IDLE` keeps one vCPU out of halt but gives way to any other
-//! thread at once, so every call is measured in the awake regime. The cold
+//! thread at once, so every call is measured in the awake regime. The
+//! concurrency section runs with it too (with one invocation in flight, or a
+//! runtime that serves one at a time, it is as wake-up bound); the cold
 //! start and memory sections run without it.
 
 use std::sync::Arc;

@@ -4,6 +4,11 @@
 //! `POST .../invocation/{id}/response` (or `/error`, `/runtime/init/error`)
 //! records the answer. Every poll and every completion is timestamped, which
 //! is what the cold-start and RSS measurements read.
+//!
+//! Polls are served concurrently, as for a Lambda Managed Instance whose
+//! runtime keeps several `next` polls open: each waiting poll takes the next
+//! queued event as soon as there is one, and the stub keeps count of how many
+//! events were out at once.
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -15,6 +20,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
@@ -32,6 +38,8 @@ pub struct Completion {
     pub latency: Duration,
     /// `statusCode` of an API Gateway response; `None` for an error post.
     pub status: Option<u16>,
+    /// Its `x-cache` header, when it has one.
+    pub cache: Option<String>,
 }
 
 struct Event {
@@ -45,6 +53,8 @@ struct Shared {
     handed_out: std::sync::Mutex<HashMap<String, Instant>>,
     polls: mpsc::UnboundedSender<Instant>,
     completions: mpsc::UnboundedSender<Completion>,
+    /// The most events handed out and not yet answered at any one time.
+    peak_in_flight: Arc<AtomicUsize>,
 }
 
 /// The stub's server runs until this is dropped.
@@ -54,6 +64,7 @@ pub struct RuntimeStub {
     polls: mpsc::UnboundedReceiver<Instant>,
     completions: mpsc::UnboundedReceiver<Completion>,
     next_id: u64,
+    peak_in_flight: Arc<AtomicUsize>,
     server: JoinHandle<()>,
 }
 
@@ -64,12 +75,14 @@ impl RuntimeStub {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (polls_tx, polls) = mpsc::unbounded_channel();
         let (completions_tx, completions) = mpsc::unbounded_channel();
+        let peak_in_flight = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             function_name: function_name.to_owned(),
             events: Mutex::new(events_rx),
             handed_out: std::sync::Mutex::default(),
             polls: polls_tx,
             completions: completions_tx,
+            peak_in_flight: peak_in_flight.clone(),
         });
         let server = tokio::spawn(serve(listener, shared));
         Ok(Self {
@@ -78,6 +91,7 @@ impl RuntimeStub {
             polls,
             completions,
             next_id: 0,
+            peak_in_flight,
             server,
         })
     }
@@ -103,6 +117,12 @@ impl RuntimeStub {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The most events the function had been handed and not yet answered at
+    /// once: 1 for a runtime that serves one invocation at a time.
+    pub fn peak_in_flight(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
     }
 }
 
@@ -145,13 +165,13 @@ async fn answer(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(plain(StatusCode::BAD_REQUEST, "unreadable body")),
     };
-    let (request_id, status) = match route.strip_prefix("invocation/") {
+    let (request_id, answer) = match route.strip_prefix("invocation/") {
         Some(rest) => match rest.split_once('/') {
-            Some((id, "response")) => (id.to_owned(), status_code(&body)),
-            Some((id, "error")) => (id.to_owned(), None),
+            Some((id, "response")) => (id.to_owned(), Answer::of(&body)),
+            Some((id, "error")) => (id.to_owned(), Answer::default()),
             _ => return Ok(plain(StatusCode::NOT_FOUND, "unknown path")),
         },
-        None if route == "init/error" => ("init".to_owned(), None),
+        None if route == "init/error" => ("init".to_owned(), Answer::default()),
         None => return Ok(plain(StatusCode::NOT_FOUND, "unknown path")),
     };
     let at = Instant::now();
@@ -165,7 +185,8 @@ async fn answer(
         request_id,
         at,
         latency: at - handed_out,
-        status,
+        status: answer.status,
+        cache: answer.cache,
     });
     Ok(plain(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
 }
@@ -186,6 +207,9 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
     );
     if let Ok(mut handed_out) = shared.handed_out.lock() {
         handed_out.insert(event.request_id.clone(), Instant::now());
+        shared
+            .peak_in_flight
+            .fetch_max(handed_out.len(), Ordering::Relaxed);
     }
     Response::builder()
         .status(StatusCode::OK)
@@ -204,11 +228,27 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad event"))
 }
 
-fn status_code(body: &[u8]) -> Option<u16> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value["statusCode"]
-        .as_u64()
-        .and_then(|code| u16::try_from(code).ok())
+/// What the stub reads of a posted API Gateway response.
+#[derive(Debug, Default, PartialEq)]
+struct Answer {
+    status: Option<u16>,
+    cache: Option<String>,
+}
+
+impl Answer {
+    fn of(body: &[u8]) -> Self {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Self::default();
+        };
+        Self {
+            status: value["statusCode"]
+                .as_u64()
+                .and_then(|code| u16::try_from(code).ok()),
+            cache: value["headers"][users_api::http::X_CACHE]
+                .as_str()
+                .map(str::to_owned),
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -220,14 +260,104 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const LIMIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn polls_open_at_once_are_each_handed_an_event_and_counted_in_flight() {
+        // Arrange: three polls waiting, each on its own connection, as a
+        // runtime with three workers keeps them.
+        let mut stub = RuntimeStub::start("find-user").await.unwrap();
+        let mut workers = Vec::new();
+        for _ in 0..3 {
+            let mut worker = TcpStream::connect(stub.address).await.unwrap();
+            let poll = format!("GET {PREFIX}invocation/next HTTP/1.1\r\nhost: stub\r\n\r\n");
+            worker.write_all(poll.as_bytes()).await.unwrap();
+            workers.push(worker);
+        }
+        for _ in 0..3 {
+            stub.next_poll(LIMIT).await.unwrap();
+        }
+
+        // Act: three events; every worker answers only once all hold one.
+        for n in 0..3 {
+            stub.push(format!(r#"{{"n":{n}}}"#));
+        }
+        let mut ids = Vec::new();
+        for worker in &mut workers {
+            let head = read_response(worker).await;
+            let id = head
+                .lines()
+                .find_map(|line| line.strip_prefix("lambda-runtime-aws-request-id: "))
+                .unwrap()
+                .to_owned();
+            ids.push(id);
+        }
+        for (worker, id) in workers.iter_mut().zip(&ids) {
+            let body = r#"{"statusCode":200,"headers":{"x-cache":"hit"}}"#;
+            let post = format!(
+                "POST {PREFIX}invocation/{id}/response HTTP/1.1\r\nhost: stub\r\n\
+                 content-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            worker.write_all(post.as_bytes()).await.unwrap();
+            read_response(worker).await;
+        }
+        let mut answered = Vec::new();
+        for _ in 0..3 {
+            answered.push(stub.next_completion(LIMIT).await.unwrap());
+        }
+
+        // Assert
+        assert_eq!(stub.peak_in_flight(), 3);
+        let mut answered_ids: Vec<&str> = answered.iter().map(|c| c.request_id.as_str()).collect();
+        answered_ids.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(answered_ids, ids);
+        assert!(answered.iter().all(|c| c.status == Some(200)));
+        assert!(answered.iter().all(|c| c.cache.as_deref() == Some("hit")));
+    }
+
+    /// Reads one HTTP/1.1 response (with a `content-length`) off `stream`
+    /// and returns its head, header names in lower case as hyper writes them.
+    async fn read_response(stream: &mut TcpStream) -> String {
+        let mut bytes = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let read = tokio::time::timeout(LIMIT, stream.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(read > 0, "connection closed");
+            bytes.extend_from_slice(&chunk[..read]);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let length: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return head.to_owned();
+            }
+        }
+    }
 
     #[test]
-    fn status_code_is_read_from_an_api_gateway_response() {
-        assert_eq!(
-            status_code(br#"{"statusCode":204,"headers":{}}"#),
-            Some(204)
-        );
-        assert_eq!(status_code(br#"{"errorType":"x"}"#), None);
-        assert_eq!(status_code(b"not json"), None);
+    fn status_and_x_cache_are_read_from_an_api_gateway_response() {
+        let hit = Answer::of(br#"{"statusCode":200,"headers":{"x-cache":"hit"}}"#);
+        let no_content = Answer::of(br#"{"statusCode":204,"headers":{}}"#);
+
+        assert_eq!(hit.status, Some(200));
+        assert_eq!(hit.cache.as_deref(), Some("hit"));
+        assert_eq!(no_content.status, Some(204));
+        assert_eq!(no_content.cache, None);
+        assert_eq!(Answer::of(br#"{"errorType":"x"}"#), Answer::default());
+        assert_eq!(Answer::of(b"not json"), Answer::default());
     }
 }

@@ -20,6 +20,10 @@ pub fn fresh_ids_needed(warmup: usize, count: usize) -> usize {
 
 pub const CALLERS: usize = 8;
 pub const OFFLOAD_USERS: usize = 10_000;
+/// Users the concurrency section's hit rows cycle through, all cached
+/// beforehand: more than any number in flight, so no two finds out at once
+/// share a key.
+pub const CONCURRENT_HIT_USERS: usize = 2_000;
 /// Spawns before the counted cold starts: page cache, first connections.
 pub const COLD_WARMUP: usize = 2;
 /// The functions' production Redis bounds (the test defaults are looser).
@@ -49,7 +53,19 @@ pub struct Plan {
     pub rss_short: usize,
     pub rss_long: usize,
     pub offload_finds: usize,
+    /// Counted invocations of each concurrency row (after its warm-up).
+    pub concurrent_hits: usize,
+    pub concurrent_misses: usize,
 }
+
+/// Uncounted invocations before a concurrency row's `count`: a tenth, and at
+/// least twice the number in flight.
+pub fn concurrent_warmup(count: usize, in_flight: usize) -> usize {
+    (count / 10).max(2 * in_flight)
+}
+
+/// Invocations in flight in one environment, in the concurrency section.
+pub const IN_FLIGHT: [usize; 4] = [1, 8, 32, 64];
 
 impl Plan {
     pub fn new(quick: bool) -> Self {
@@ -72,6 +88,8 @@ impl Plan {
             rss_short: s(1_000),
             rss_long: s(10_000),
             offload_finds: if quick { 5_000 } else { 20_000 },
+            concurrent_hits: s(20_000),
+            concurrent_misses: s(10_000),
         }
     }
 }
@@ -90,6 +108,10 @@ pub struct Users {
     pub cold_update: Uuid,
     pub cold_delete: Vec<Uuid>,
     pub rss_delete: Vec<Uuid>,
+    /// Cached before the concurrency section's hit rows.
+    pub concurrent_hit: Vec<Uuid>,
+    /// Each read once per miss row (each row has a key space of its own).
+    pub concurrent_miss: Vec<Uuid>,
 }
 
 pub struct World<'a> {
@@ -108,6 +130,11 @@ impl<'a> World<'a> {
         let [one, eight] = plan.sizes;
         let fresh = |sizes: Sizes, count| fresh_ids_needed(sizes.warmup, count);
         let mut seed = Seed::default();
+        let longest_warmup = IN_FLIGHT
+            .iter()
+            .map(|&c| concurrent_warmup(plan.concurrent_misses, c))
+            .max()
+            .unwrap_or(0);
         let users = Users {
             hit: seed.take("hit", CALLERS),
             update: seed.take("upd", CALLERS),
@@ -125,6 +152,8 @@ impl<'a> World<'a> {
             cold_update: seed.take("cold-upd", 1)[0],
             cold_delete: seed.take("cold-del", plan.cold_runs + COLD_WARMUP),
             rss_delete: seed.take("rss-del", plan.rss_short),
+            concurrent_hit: seed.take("conc-hit", CONCURRENT_HIT_USERS),
+            concurrent_miss: seed.take("conc-miss", plan.concurrent_misses + longest_warmup),
         };
         fixtures::insert(env.pg(), &env.schema, &seed.rows).await?;
         eprintln!("   {} users inserted into {}", seed.rows.len(), env.schema);
