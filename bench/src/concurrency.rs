@@ -26,7 +26,7 @@
 use crate::fixtures::request;
 use crate::floor::{self, Floor};
 use crate::handlers::{self, Op};
-use crate::measure::{BoxError, Measured, micros};
+use crate::measure::{BoxError, Lane, Measured, micros, phase};
 use crate::process::{self, Function};
 use crate::world::{IN_FLIGHT, Plan, World, concurrent_warmup};
 use std::path::Path;
@@ -44,6 +44,9 @@ const RAW_CALLER: usize = 1_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
     RawGet,
+    /// The hit without the Runtime API: the handlers called by C tasks on
+    /// one `AppState`, so what the transport costs can be told apart.
+    InProcessHit,
     Hit,
     HotHit,
     Miss,
@@ -53,6 +56,7 @@ impl Workload {
     pub fn name(self) -> &'static str {
         match self {
             Self::RawGet => "raw: GET + decode, one multiplexed connection",
+            Self::InProcessHit => "find (hit) in-process: one AppState, no Runtime API",
             Self::Hit => "find (hit, a different user each)",
             Self::HotHit => "find (hit, one hot user)",
             Self::Miss => "find (miss, fresh id)",
@@ -111,6 +115,9 @@ pub async fn run(
     let binary = bin_dir.join("find-user");
     for in_flight in IN_FLIGHT {
         let row = raw_get(world, in_flight, plan.concurrent_hits)?;
+        row.print();
+        rows.push(row);
+        let row = in_process_hit(world, in_flight, plan.concurrent_hits)?;
         row.print();
         rows.push(row);
         let mut runs = vec![
@@ -198,6 +205,86 @@ fn raw_get(world: &World<'_>, in_flight: usize, count: usize) -> Result<Row, Box
     })
 }
 
+/// `in_flight` tasks calling the find handler on one `AppState` (one Redis
+/// connection, one pool), on a runtime built as a function's would be at
+/// that C: the environment's own work, without the Runtime API's two HTTP
+/// exchanges per invocation (which the stub, on the same vCPUs, serves).
+fn in_process_hit(world: &World<'_>, in_flight: usize, count: usize) -> Result<Row, BoxError> {
+    let warmup = concurrent_warmup(count, in_flight);
+    let per_lane = |n: usize| n.div_ceil(in_flight);
+    let users = &world.users.concurrent_hit;
+    let measured: Measured = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let mut builder = if in_flight == 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                };
+                let runtime = builder.enable_all().build()?;
+                runtime.block_on(async {
+                    let concurrency = in_flight.to_string();
+                    let state = Arc::new(
+                        world
+                            .instance(
+                                HIT_SPACE,
+                                &[("AWS_LAMBDA_MAX_CONCURRENCY", concurrency.as_str())],
+                            )
+                            .await,
+                    );
+                    let lanes = (0..in_flight)
+                        .map(|lane| {
+                            // Lane `lane` reads every C-th user, so no two
+                            // finds out at once share a key.
+                            let mut ids =
+                                users.iter().copied().skip(lane).step_by(in_flight).cycle();
+                            let mut take = |n| -> Vec<_> {
+                                (&mut ids)
+                                    .take(n)
+                                    .map(|id| request(&world.events.find(id)))
+                                    .collect()
+                            };
+                            let warmup = take(per_lane(warmup));
+                            let items = take(per_lane(count));
+                            let state = state.clone();
+                            Lane {
+                                warmup,
+                                items,
+                                op: move |event| {
+                                    let state = state.clone();
+                                    async move {
+                                        handlers::check(
+                                            Op::FindHit,
+                                            handlers::handle(Op::FindHit, &state, event).await,
+                                        )
+                                    }
+                                },
+                                after: None,
+                            }
+                        })
+                        .collect();
+                    phase(Workload::InProcessHit.name(), lanes).await
+                })
+            })
+            .join()
+    })
+    .map_err(|_| "the in-process lanes panicked")??;
+    Ok(Row {
+        workload: Workload::InProcessHit,
+        in_flight,
+        workers: None,
+        count: measured.histogram.len(),
+        throughput: measured.throughput(),
+        p50: measured.p50(),
+        p99: measured.p99(),
+        peak_in_flight: None,
+        threads: None,
+        hwm_kb: None,
+        unexpected: measured.unexpected,
+        first_unexpected: measured.first_unexpected,
+    })
+}
+
 /// One process of `find-user` with `AWS_LAMBDA_MAX_CONCURRENCY=in_flight`
 /// (and `TOKIO_WORKER_THREADS=workers`), in a closed loop of that many.
 async fn function_row(
@@ -220,7 +307,9 @@ async fn function_row(
             .collect(),
         Workload::HotHit => vec![users.concurrent_hit[0]; warmup + count],
         Workload::Miss => users.concurrent_miss.clone(),
-        Workload::RawGet => return Err("the raw client is not a function".into()),
+        Workload::RawGet | Workload::InProcessHit => {
+            return Err("not a function process".into());
+        }
     };
     if ids.len() < warmup + count {
         return Err(format!("{} users for {} misses", ids.len(), warmup + count).into());

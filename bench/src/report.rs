@@ -385,8 +385,8 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "\n| in flight | find (hit) /s | raw GET /s | find (hit) / raw GET | target | met | find (hit, one hot user) / raw GET |\n\
-             |---:|---:|---:|---:|---:|---|---:|"
+            "\n| in flight | find (hit) /s | raw GET /s | find (hit) / raw GET | target | met | find (hit, one hot user) / raw GET | in-process find (hit) / raw GET |\n\
+             |---:|---:|---:|---:|---:|---|---:|---:|"
         );
         for c in IN_FLIGHT {
             let (Some(hit), Some(raw)) = (
@@ -399,9 +399,12 @@ impl Report {
             let hot = self
                 .concurrent(Workload::HotHit, c, None)
                 .map_or(String::new(), |hot| format!("{:.2}x", ratio(hot)));
+            let in_process = self
+                .concurrent(Workload::InProcessHit, c, None)
+                .map_or(String::new(), |row| format!("{:.2}x", ratio(row)));
             let _ = writeln!(
                 out,
-                "| {c} | {:.0} | {:.0} | {:.2}x | >= {CONCURRENT_HIT_TARGET}x | {} | {hot} |",
+                "| {c} | {:.0} | {:.0} | {:.2}x | >= {CONCURRENT_HIT_TARGET}x | {} | {hot} | {in_process} |",
                 hit.throughput,
                 raw.throughput,
                 ratio(hit),

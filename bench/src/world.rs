@@ -225,8 +225,8 @@ impl<'a> World<'a> {
             ),
             (
                 "function settings".to_owned(),
-                "defaults (PG_POOL_MAX_SIZE=2, REDIS_RESPONSE_TIMEOUT_MS=50, \
-                 CACHE_TTL_SECONDS=3600)"
+                "defaults (PG_POOL_MAX_SIZE unset: 2, or the environment's \
+                 concurrency up to 16; REDIS_RESPONSE_TIMEOUT_MS=50, CACHE_TTL_SECONDS=3600)"
                     .to_owned(),
             ),
         ]);
