@@ -29,6 +29,7 @@ use crate::handlers::{self, Op};
 use crate::measure::{BoxError, Lane, Measured, micros, phase};
 use crate::process::{self, Function};
 use crate::world::{IN_FLIGHT, Plan, World, concurrent_warmup};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,63 +158,79 @@ async fn fill(world: &World<'_>, key_space: &str, ids: &[Uuid]) -> Result<(), Bo
     Ok(())
 }
 
-/// `in_flight` GETs + decode out at once on one multiplexed connection, on
-/// a runtime of its own built as a function's would be at that C.
+/// `in_flight` GETs + decode out at once on one multiplexed connection.
 fn raw_get(world: &World<'_>, in_flight: usize, count: usize) -> Result<Row, BoxError> {
     let warmup = concurrent_warmup(count, in_flight);
-    let measured: Measured = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let mut builder = if in_flight == 1 {
-                    tokio::runtime::Builder::new_current_thread()
-                } else {
-                    tokio::runtime::Builder::new_multi_thread()
-                };
-                let runtime = builder.enable_all().build()?;
-                runtime.block_on(async {
-                    let clients = floor::Clients::connect(
-                        &world.database_url,
-                        &world.redis_url,
-                        &world.prefix,
-                        RAW_CALLER,
-                        world.users.concurrent_hit[0],
-                    )
-                    .await?;
-                    // One set of clients, so one multiplexed connection, for all lanes.
-                    let shared = Arc::new(clients);
-                    let lanes = vec![shared; in_flight];
-                    let per_lane = |n: usize| n.div_ceil(in_flight);
-                    floor::measure(Floor::Get, &lanes, 0, per_lane(warmup), per_lane(count)).await
-                })
-            })
-            .join()
-    })
-    .map_err(|_| "the raw client panicked")??;
-    Ok(Row {
-        workload: Workload::RawGet,
-        in_flight,
-        workers: None,
-        count: measured.histogram.len(),
-        throughput: measured.throughput(),
-        p50: measured.p50(),
-        p99: measured.p99(),
-        peak_in_flight: None,
-        threads: None,
-        hwm_kb: None,
-        unexpected: measured.unexpected,
-        first_unexpected: measured.first_unexpected,
+    in_process(Workload::RawGet, in_flight, async {
+        let clients = floor::Clients::connect(
+            &world.database_url,
+            &world.redis_url,
+            &world.prefix,
+            RAW_CALLER,
+            world.users.concurrent_hit[0],
+        )
+        .await?;
+        // One set of clients, so one multiplexed connection, for all lanes.
+        let shared = Arc::new(clients);
+        let lanes = vec![shared; in_flight];
+        let per_lane = |n: usize| n.div_ceil(in_flight);
+        floor::measure(Floor::Get, &lanes, 0, per_lane(warmup), per_lane(count)).await
     })
 }
 
 /// `in_flight` tasks calling the find handler on one `AppState` (one Redis
-/// connection, one pool), on a runtime built as a function's would be at
-/// that C: the environment's own work, without the Runtime API's two HTTP
-/// exchanges per invocation (which the stub, on the same vCPUs, serves).
+/// connection, one pool): the environment's own work, without the Runtime
+/// API's two HTTP exchanges per invocation (which the stub, on the same
+/// vCPUs, serves).
 fn in_process_hit(world: &World<'_>, in_flight: usize, count: usize) -> Result<Row, BoxError> {
     let warmup = concurrent_warmup(count, in_flight);
     let per_lane = |n: usize| n.div_ceil(in_flight);
     let users = &world.users.concurrent_hit;
-    let measured: Measured = std::thread::scope(|scope| {
+    in_process(Workload::InProcessHit, in_flight, async {
+        let concurrency = in_flight.to_string();
+        let settings = [("AWS_LAMBDA_MAX_CONCURRENCY", concurrency.as_str())];
+        let state = Arc::new(world.instance(HIT_SPACE, &settings).await);
+        let lanes = (0..in_flight)
+            .map(|lane| {
+                // Lane `lane` reads every C-th user, so no two finds out at
+                // once share a key.
+                let mut ids = users.iter().copied().skip(lane).step_by(in_flight).cycle();
+                let mut take = |n| -> Vec<_> {
+                    (&mut ids)
+                        .take(n)
+                        .map(|id| request(&world.events.find(id)))
+                        .collect()
+                };
+                let warmup = take(per_lane(warmup));
+                let items = take(per_lane(count));
+                let state = state.clone();
+                Lane {
+                    warmup,
+                    items,
+                    op: move |event| {
+                        let state = state.clone();
+                        async move {
+                            let answer = handlers::handle(Op::FindHit, &state, event).await;
+                            handlers::check(Op::FindHit, answer)
+                        }
+                    },
+                    after: None,
+                }
+            })
+            .collect();
+        phase(Workload::InProcessHit.name(), lanes).await
+    })
+}
+
+/// Runs `measure` on a runtime of its own, built as a function's would be
+/// at `in_flight` (current-thread at 1, multi-thread otherwise), and makes
+/// its row.
+fn in_process(
+    workload: Workload,
+    in_flight: usize,
+    measure: impl Future<Output = Result<Measured, BoxError>> + Send,
+) -> Result<Row, BoxError> {
+    let measured = std::thread::scope(|scope| {
         scope
             .spawn(|| {
                 let mut builder = if in_flight == 1 {
@@ -221,56 +238,13 @@ fn in_process_hit(world: &World<'_>, in_flight: usize, count: usize) -> Result<R
                 } else {
                     tokio::runtime::Builder::new_multi_thread()
                 };
-                let runtime = builder.enable_all().build()?;
-                runtime.block_on(async {
-                    let concurrency = in_flight.to_string();
-                    let state = Arc::new(
-                        world
-                            .instance(
-                                HIT_SPACE,
-                                &[("AWS_LAMBDA_MAX_CONCURRENCY", concurrency.as_str())],
-                            )
-                            .await,
-                    );
-                    let lanes = (0..in_flight)
-                        .map(|lane| {
-                            // Lane `lane` reads every C-th user, so no two
-                            // finds out at once share a key.
-                            let mut ids =
-                                users.iter().copied().skip(lane).step_by(in_flight).cycle();
-                            let mut take = |n| -> Vec<_> {
-                                (&mut ids)
-                                    .take(n)
-                                    .map(|id| request(&world.events.find(id)))
-                                    .collect()
-                            };
-                            let warmup = take(per_lane(warmup));
-                            let items = take(per_lane(count));
-                            let state = state.clone();
-                            Lane {
-                                warmup,
-                                items,
-                                op: move |event| {
-                                    let state = state.clone();
-                                    async move {
-                                        handlers::check(
-                                            Op::FindHit,
-                                            handlers::handle(Op::FindHit, &state, event).await,
-                                        )
-                                    }
-                                },
-                                after: None,
-                            }
-                        })
-                        .collect();
-                    phase(Workload::InProcessHit.name(), lanes).await
-                })
+                builder.enable_all().build()?.block_on(measure)
             })
             .join()
     })
-    .map_err(|_| "the in-process lanes panicked")??;
+    .map_err(|_| format!("{} panicked", workload.name()))??;
     Ok(Row {
-        workload: Workload::InProcessHit,
+        workload,
         in_flight,
         workers: None,
         count: measured.histogram.len(),
