@@ -290,6 +290,48 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
     assert_eq!(after["req-after"].0["statusCode"], 200);
 }
 
+/// `find-user`, except that it panics on one user.
+async fn panicking_on(
+    panicking: Uuid,
+    state: &'static AppState,
+    request: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, lambda_http::Error> {
+    if request.uri().path().ends_with(&panicking.to_string()) {
+        panic!("a handler bug");
+    }
+    find_user::handle(state, request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_environment_goes_on() {
+    // Arrange: an environment of concurrency 2 whose handler panics on one
+    // user, and an event for that user and for another.
+    let env = TestEnv::new().await;
+    let state = leaked_instance(&env, None).await;
+    let mut api = RuntimeApi::start(String::new).await;
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { api.configure_process("find-user", 2) };
+    let panicking = Uuid::now_v7();
+    let id = create_user(&env.state, "survivor@example.com", "Survivor").await;
+    api.queue("req-panic", find_event(panicking));
+    api.queue("req-fine", find_event(id));
+    let handler = move |state, request| panicking_on(panicking, state, request);
+    let runtime = users_api::runtime::run(state, handler, std::future::pending());
+
+    // Act
+    let posted = tokio::select! {
+        ended = runtime => panic!("the runtime ended: {ended:?}"),
+        posted = answers(&mut api, 2) => posted,
+    };
+
+    // Assert: a JSON 500 for the one, the answer for the other.
+    let (answer, _) = &posted["req-panic"];
+    assert_eq!(answer["statusCode"], 500, "{answer}");
+    let error: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(error["code"], "internal_error", "{error}");
+    assert_eq!(posted["req-fine"].0["statusCode"], 200);
+}
+
 #[test]
 fn the_release_profile_unwinds_so_that_a_panic_can_be_caught() {
     // Arrange
