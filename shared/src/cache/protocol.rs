@@ -2,7 +2,7 @@
 //! commands and scripts that move a key between them. docs/cache.md says why
 //! these states make a stale read after an acknowledged write impossible.
 //!
-//! One key per user, `{CACHE_KEY_PREFIX}:v4:user:{id}`, whose value starts
+//! One key per user, `{CACHE_KEY_PREFIX}:v5:user:{id}`, whose value starts
 //! with a one-byte tag: docs/cache.md, "Keys and their states".
 
 use redis::{Cmd, Script};
@@ -12,10 +12,14 @@ use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
-const FORMAT_VERSION: &str = "v4";
+const FORMAT_VERSION: &str = "v5";
 
-/// A user: `v{version}:{owner length}:{owner}{body}`.
+/// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
+/// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
+pub(crate) const REFRESHING: u8 = b'r';
+/// The length of a token after its tag (`lease.rs`).
+pub(crate) const TOKEN_LEN: usize = 24;
 /// No such user.
 const NEGATIVE: u8 = b'n';
 /// A fill lease: `l{token}`.
@@ -53,11 +57,20 @@ pub fn lookup_command(key: &str, token: &[u8], lease_ms: u64) -> Cmd {
     lookup
 }
 
-/// Compare-and-set (Redis 7 has no native command for it): stores `ARGV[2]`
-/// for `ARGV[3]` ms only if the value is still `ARGV[1]`. A fill is lease ->
-/// entry; taking over an unreadable entry is entry -> lease.
+/// Compare-and-set (Redis 7 has no native command for it): only if the
+/// value is still `ARGV[1]`, stores `ARGV[2]` for `ARGV[3]` ms (`0`: keeping
+/// the key's expiry), or deletes the key when `ARGV[2]` is empty. A fill is
+/// lease -> entry; taking over an unreadable entry is entry -> lease; taking
+/// a refresh lease is entry -> marked entry; giving a lease back is lease ->
+/// nothing, or marked entry -> entry.
 pub const COMPARE_AND_SET_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+  elseif ARGV[3] == '0' then
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  end
   return 1
 end
 return 0";
@@ -95,12 +108,8 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEA
 /// What a key that is not empty holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
-    /// A user's version and response body, checked to be a user's body.
-    User {
-        version: i64,
-        owner: Option<String>,
-        body: Vec<u8>,
-    },
+    /// A user, checked to be a user's body.
+    User(Cached),
     NotFound,
     /// Another caller holds the fill lease.
     Filling,
@@ -109,18 +118,62 @@ pub(crate) enum Stored {
     Unreadable(Vec<u8>),
 }
 
+/// A stored user and its times, with the value as read: taking or giving
+/// back a refresh lease compares the whole value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub version: i64,
+    pub owner: Option<String>,
+    /// When it was filled, in ms since the epoch (the filler's clock).
+    pub stored_ms: u64,
+    /// Until when it is fresh, in ms since the epoch.
+    pub fresh_until_ms: u64,
+    /// The deadline of a refresh lease on it, if it has one.
+    pub refreshing_until_ms: Option<u64>,
+    /// The whole value: an optional refresh marker, the entry, its body.
+    pub(crate) value: Vec<u8>,
+    /// Where the entry starts (after a refresh marker).
+    pub(crate) entry_start: usize,
+    pub(crate) body_start: usize,
+}
+
+impl Cached {
+    /// The response body, ready to send.
+    pub fn body(&self) -> &[u8] {
+        &self.value[self.body_start..]
+    }
+
+    /// The response body, without copying it.
+    pub fn into_body(mut self) -> Vec<u8> {
+        self.value.drain(..self.body_start);
+        self.value
+    }
+}
+
 /// Reads a stored value.
-pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
+pub(crate) fn decode(value: Vec<u8>) -> Stored {
     match value.first() {
-        Some(&VALUE) => match split_header(&value) {
-            Some((version, owner, start)) if crate::user::is_user_body(&value[start..]) => {
+        Some(&VALUE | &REFRESHING) => match decode_user(&value) {
+            Some((
+                stored_ms,
+                fresh_until_ms,
+                refreshing_until_ms,
+                entry_start,
+                version,
+                body_start,
+                owner,
+            )) if crate::user::is_user_body(&value[body_start..]) => {
                 let owner = owner.map(str::to_owned);
-                value.drain(..start);
-                Stored::User {
+                Stored::User(Cached {
                     version,
                     owner,
-                    body: value,
-                }
+                    stored_ms,
+                    fresh_until_ms,
+                    refreshing_until_ms,
+                    value,
+                    entry_start,
+                    body_start,
+                })
             }
             _ => Stored::Unreadable(value),
         },
@@ -131,15 +184,67 @@ pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
     }
 }
 
-/// `v{version}:{owner length}:{owner}{body}`, the stored form of a user;
-/// a user without an owner has length 0.
-pub(crate) fn encode_user(version: i64, owner: Option<&str>, body: &[u8]) -> Vec<u8> {
+/// The parts of a user's value: stored and fresh-until times, the refresh
+/// lease's deadline, where the entry starts, the version, where the body
+/// starts, the owner.
+type UserParts<'a> = (u64, u64, Option<u64>, usize, i64, usize, Option<&'a str>);
+
+fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
+    let (refreshing_until_ms, entry_start) = if value.first() == Some(&REFRESHING) {
+        let (until, token_start) = number_before_colon(value, 1)?;
+        (Some(u64::try_from(until).ok()?), token_start + TOKEN_LEN)
+    } else {
+        (None, 0)
+    };
+    if value.get(entry_start) != Some(&VALUE) {
+        return None;
+    }
+    let (stored, rest) = number_before_colon(value, entry_start + 1)?;
+    let (fresh, rest) = number_before_colon(value, rest)?;
+    let (version, owner, body_start) = split_header(value, rest)?;
+    let stored_ms = u64::try_from(stored).ok()?;
+    let fresh_until_ms = stored_ms.checked_add(u64::try_from(fresh).ok()?)?;
+    Some((
+        stored_ms,
+        fresh_until_ms,
+        refreshing_until_ms,
+        entry_start,
+        version,
+        body_start,
+        owner,
+    ))
+}
+
+/// `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`, the
+/// stored form of a user; a user without an owner has length 0.
+pub(crate) fn encode_user(
+    stored_ms: u64,
+    fresh_ms: u64,
+    version: i64,
+    owner: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     let owner = owner.unwrap_or_default();
-    let header = format!("{}{version}:{}:", char::from(VALUE), owner.len());
+    let header = format!(
+        "{}{stored_ms}:{fresh_ms}:{version}:{}:",
+        char::from(VALUE),
+        owner.len()
+    );
     let mut value = Vec::with_capacity(header.len() + owner.len() + body.len());
     value.extend_from_slice(header.as_bytes());
     value.extend_from_slice(owner.as_bytes());
     value.extend_from_slice(body);
+    value
+}
+
+/// `entry` (a user's value without a marker) marked as being refreshed
+/// under `token` until `until_ms`.
+pub(crate) fn encode_refreshing(until_ms: u64, token: &[u8; TOKEN_LEN], entry: &[u8]) -> Vec<u8> {
+    let header = format!("{}{until_ms}:", char::from(REFRESHING));
+    let mut value = Vec::with_capacity(header.len() + TOKEN_LEN + entry.len());
+    value.extend_from_slice(header.as_bytes());
+    value.extend_from_slice(token);
+    value.extend_from_slice(entry);
     value
 }
 
@@ -148,10 +253,10 @@ pub(crate) fn encode_not_found() -> Vec<u8> {
     vec![NEGATIVE]
 }
 
-/// The version and owner of a `v{version}:{owner length}:{owner}{body}`
-/// value, and where its body starts.
-fn split_header(value: &[u8]) -> Option<(i64, Option<&str>, usize)> {
-    let (version, rest) = number_before_colon(value, 1)?;
+/// The version and owner of `{version}:{owner length}:{owner}{body}` from
+/// `start` on, and where its body starts.
+fn split_header(value: &[u8], start: usize) -> Option<(i64, Option<&str>, usize)> {
+    let (version, rest) = number_before_colon(value, start)?;
     let (length, owner_start) = number_before_colon(value, rest)?;
     let body_start = owner_start.checked_add(usize::try_from(length).ok()?)?;
     let owner = std::str::from_utf8(value.get(owner_start..body_start)?).ok()?;
@@ -180,31 +285,51 @@ mod tests {
 
     const BODY: &[u8] = br#"{"id":"0190f0c2-1111-7000-8000-000000000001","email":"a@example.com","name":"A","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#;
 
+    fn user(stored: Stored) -> Cached {
+        match stored {
+            Stored::User(user) => user,
+            other => panic!("not a user: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_user_round_trips_its_version_owner_and_body() {
+    fn a_user_round_trips_its_times_version_owner_and_body() {
         for owner in [Some("7d0f3b1e-2c4a"), Some("a:b:c"), None] {
             // Arrange
-            let value = encode_user(42, owner, BODY);
+            let value = encode_user(1_000, 250, 42, owner, BODY);
 
             // Act
-            let stored = decode(value.clone());
+            let stored = user(decode(value.clone()));
 
             // Assert
             let length = owner.map_or(0, str::len);
             assert!(
-                value.starts_with(format!("v42:{length}:").as_bytes()),
+                value.starts_with(format!("v1000:250:42:{length}:").as_bytes()),
                 "{owner:?}"
             );
-            assert_eq!(
-                stored,
-                Stored::User {
-                    version: 42,
-                    owner: owner.map(str::to_owned),
-                    body: BODY.to_vec()
-                },
-                "{owner:?}"
-            );
+            assert_eq!(stored.version, 42);
+            assert_eq!(stored.owner.as_deref(), owner);
+            assert_eq!((stored.stored_ms, stored.fresh_until_ms), (1_000, 1_250));
+            assert_eq!(stored.refreshing_until_ms, None);
+            assert_eq!(&stored.value[stored.body_start..], BODY);
+            assert_eq!(stored.entry_start, 0);
         }
+    }
+
+    #[test]
+    fn a_user_being_refreshed_keeps_its_entry_and_tells_the_lease_deadline() {
+        // Arrange
+        let entry = encode_user(1_000, 250, 7, Some("ada"), BODY);
+        let token = [b':'; TOKEN_LEN];
+
+        // Act
+        let stored = user(decode(encode_refreshing(5_000, &token, &entry)));
+
+        // Assert
+        assert_eq!(stored.refreshing_until_ms, Some(5_000));
+        assert_eq!(&stored.value[stored.entry_start..], &entry[..]);
+        assert_eq!(&stored.value[stored.body_start..], BODY);
+        assert_eq!((stored.version, stored.owner.as_deref()), (7, Some("ada")));
     }
 
     #[test]
@@ -226,13 +351,17 @@ mod tests {
     #[test]
     fn values_that_are_not_a_user_are_unreadable_and_kept_as_they_are() {
         // Arrange
-        let mut not_a_user = b"v1:0:".to_vec();
+        let mut not_a_user = b"v1:2:3:0:".to_vec();
         not_a_user.extend_from_slice(br#"{"id":1}"#);
-        let mut old_format = b"v1:".to_vec();
+        let mut old_format = b"v1:0:".to_vec();
         old_format.extend_from_slice(BODY);
-        let mut owner_too_long = b"v1:999:ada".to_vec();
+        let mut owner_too_long = b"v1:2:3:999:ada".to_vec();
         owner_too_long.extend_from_slice(BODY);
-        let cases: [&[u8]; 11] = [
+        let mut marker_without_entry = b"r5:".to_vec();
+        marker_without_entry.extend_from_slice(&[b'x'; TOKEN_LEN]);
+        marker_without_entry.extend_from_slice(BODY);
+        let cases: [&[u8]; 12] = [
+            &marker_without_entry,
             b"",
             b"v",
             b"vx:{}",
@@ -267,7 +396,7 @@ mod tests {
         // Assert
         assert_eq!(
             key,
-            "users-api:v4:user:0190f0c2-1111-7000-8000-000000000001"
+            "users-api:v5:user:0190f0c2-1111-7000-8000-000000000001"
         );
     }
 
