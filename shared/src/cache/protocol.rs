@@ -143,10 +143,10 @@ impl Cached {
         &self.value[self.body_start..]
     }
 
-    /// The response body, without copying it.
-    pub fn into_body(mut self) -> Vec<u8> {
+    /// The version, the owner and the response body, without copying it.
+    pub fn into_parts(mut self) -> (i64, Option<String>, Vec<u8>) {
         self.value.drain(..self.body_start);
-        self.value
+        (self.version, self.owner, self.value)
     }
 }
 

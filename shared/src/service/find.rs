@@ -100,12 +100,13 @@ impl Resolved {
 
     /// The entry as it is, from `source`.
     fn cached(cached: Cached, source: Source) -> Self {
+        let (version, owner, body) = cached.into_parts();
         Self {
             source,
             answer: Ok(Answer::User {
-                version: cached.version,
-                owner: cached.owner.clone(),
-                body: cached.into_body(),
+                version,
+                owner,
+                body,
             }),
         }
     }
@@ -240,8 +241,9 @@ impl UserService {
             Ok(Ok(user)) => self.store_read(id, lease, user).await,
             Ok(Err(error)) if !is_outage(&error) => Err(error),
             outage => {
-                if let Ok(Err(error)) = outage {
-                    log_postgres_outage(&error);
+                match outage {
+                    Ok(Err(error)) => log_postgres_outage(&error),
+                    _ => log_postgres_outage(&"no answer within the soft timeout"),
                 }
                 if let Some(lease) = lease {
                     self.give_back(id, lease).await;
@@ -327,7 +329,7 @@ impl UserService {
     }
 }
 
-fn log_postgres_outage(error: &ApiError) {
+fn log_postgres_outage(error: &dyn std::fmt::Display) {
     lambda_http::tracing::warn!(error = %error, "postgres unavailable, answering the kept entry");
 }
 
