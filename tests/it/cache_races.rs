@@ -361,7 +361,10 @@ enum Faults<'a> {
     /// Every client connection of this Redis killed every 15 ms.
     RedisKills(&'a RedisServer),
     /// The instances reach Postgres through this proxy, which refuses
-    /// everything for 1.3 s out of every 1.7 s; writers wait out each outage.
+    /// everything for 1.3 s out of every 1.7 s; writers wait out each outage
+    /// (an outage starts once no write is in flight and the readers have
+    /// had time to fill the keys the last writes deleted, so that finds have
+    /// entries to answer stale).
     PostgresOutages(&'a FaultProxy),
 }
 
@@ -389,6 +392,7 @@ async fn run_history(
     let done = Arc::new(tokio::sync::Notify::new());
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let through = match faults {
         Faults::PostgresOutages(proxy) => Some(env.database_url_through(proxy.port)),
         _ => None,
@@ -401,21 +405,28 @@ async fn run_history(
     for (n, _) in ids.iter().enumerate() {
         let state = env.instance(&overrides).await;
         let ids = ids.clone();
-        let (outage, paced) = (outage.clone(), through.is_some());
+        let (outage, writing, paced) = (outage.clone(), writing.clone(), through.is_some());
         tasks.spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             let mut ops = Vec::new();
             for version in 1..=writes_per_id {
                 if paced {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                while outage.load(std::sync::atomic::Ordering::Relaxed) {
+                // Counted as writing before looking at the flag: an outage
+                // that sees no write in flight starts before any other.
+                writing.fetch_add(1, SeqCst);
+                while outage.load(SeqCst) {
+                    writing.fetch_sub(1, SeqCst);
                     tokio::time::sleep(Duration::from_millis(5)).await;
+                    writing.fetch_add(1, SeqCst);
                 }
                 let body =
                     json!({"email": format!("u{n}@example.com"), "name": format!("v{version}")});
                 let start = Instant::now();
                 let response = update(&state, with_body("update-user.v2", ids[n], &body)).await;
                 let end = Instant::now();
+                writing.fetch_sub(1, SeqCst);
                 if status(&response) == 200 {
                     ops.push(Op {
                         id: n,
@@ -438,14 +449,19 @@ async fn run_history(
         };
         let ids = ids.clone();
         let finished = finished.clone();
+        let paced = through.is_some();
         tasks.spawn(async move {
             let mut ops = Vec::new();
             let mut turn = reader;
             // Until the writers are done, and at least 30 finds each, so
             // the history is never too small on a slow or busy machine.
+            // Through outages, paced so as to last as long as the writers.
             while (!finished.load(std::sync::atomic::Ordering::Relaxed) || ops.len() < 30)
                 && ops.len() < 5_000
             {
+                if paced {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 let n = turn % IDS;
                 turn += 1;
                 let start = Instant::now();
@@ -484,7 +500,13 @@ async fn run_history(
                         _ = done.notified() => break faults_injected,
                         _ = tokio::time::sleep(POSTGRES_UP) => {}
                     }
-                    outage.store(true, std::sync::atomic::Ordering::Relaxed);
+                    outage.store(true, std::sync::atomic::Ordering::SeqCst);
+                    while writing.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Time for the readers to fill the keys the last writes
+                    // deleted.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     proxy.set(Mode::Reset);
                     faults_injected += 1;
                     let over = tokio::select! {
@@ -492,7 +514,7 @@ async fn run_history(
                         _ = tokio::time::sleep(POSTGRES_DOWN) => false,
                     };
                     proxy.set(Mode::Pass);
-                    outage.store(false, std::sync::atomic::Ordering::Relaxed);
+                    outage.store(false, std::sync::atomic::Ordering::SeqCst);
                     if over {
                         break faults_injected;
                     }

@@ -180,8 +180,13 @@ impl UserService {
                 Step::Refresh(cached, due) => {
                     match self.cache.take_refresh(id, &cached, at.now_ms).await {
                         Ok(Some(lease)) => break self.refresh(id, cached, Some(&lease), due).await,
-                        // A fresh entry another caller took: it is still the answer.
+                        // The entry is fresh: it is still the answer when
+                        // another caller took the lease, or Redis failed.
                         Ok(None) if due == Due::Early => {
+                            break Resolved::cached(cached, Source::Cache);
+                        }
+                        Err(error) if due == Due::Early => {
+                            log_cache_error("refresh", &error);
                             break Resolved::cached(cached, Source::Cache);
                         }
                         // Changed meanwhile (refreshed, being refreshed, written).
