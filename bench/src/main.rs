@@ -9,7 +9,9 @@
 //! 5. footprint: binary and zip sizes, resident memory over 10,000 invocations;
 //! 6. database offload under a Zipf workload;
 //! 7. concurrency: one find-user environment with 1 to 64 invocations in
-//!    flight, against a raw Redis client at the same concurrency.
+//!    flight, against a raw Redis client at the same concurrency;
+//! 8. a hot key across its expiry, with eager refresh off, by threshold and
+//!    by XFetch.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -32,6 +34,7 @@ mod lifecycle;
 mod measure;
 mod offload;
 mod process;
+mod refresh;
 mod report;
 mod spinner;
 mod stub;
@@ -53,13 +56,14 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "latency",
     "offload",
     "cold-start",
     "memory",
     "footprint",
     "concurrency",
+    "hot-key",
 ];
 
 struct Options {
@@ -199,6 +203,15 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
             "idle spinner during the concurrency section".to_owned(),
             spinning(spinner).to_owned(),
         ));
+    }
+    if options.runs("hot-key") {
+        refresh::run(
+            &world,
+            options.quick,
+            &mut report.context,
+            &mut report.hot_key,
+        )
+        .await?;
     }
     if options.runs("footprint") {
         eprintln!("== footprint");

@@ -8,6 +8,7 @@ use crate::handlers::Op;
 use crate::measure::{Measured, median, micros, millis};
 use crate::offload::Offload;
 use crate::process::{ColdStart, LongRun};
+use crate::refresh::{self, HotKey};
 use crate::world::IN_FLIGHT;
 use std::fmt::Write;
 use std::time::Duration;
@@ -36,6 +37,7 @@ pub struct Report {
     pub long_runs: Vec<(String, LongRun)>,
     pub offload: Vec<Offload>,
     pub concurrency: Vec<Row>,
+    pub hot_key: Vec<HotKey>,
 }
 
 impl Report {
@@ -84,6 +86,7 @@ impl Report {
         self.render_footprint(&mut out);
         self.render_offload(&mut out);
         self.render_concurrency(&mut out);
+        self.render_hot_key(&mut out);
         out
     }
 
@@ -343,6 +346,49 @@ impl Report {
 }
 
 impl Report {
+    fn render_hot_key(&self, out: &mut String) {
+        if self.hot_key.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "\n### A hot key across its expiry (entries fresh for {} s, 4 instances, Postgres {} ms away each way)\n\n\
+             \"near a read\": finds that started within {} ms of a find answered `miss` or \
+             `refresh` (a Postgres read); \"slow\": finds over {} ms.\n\n\
+             | eager refresh | pace | finds | x-cache | PG reads | p50 µs | p99 µs | max µs | slow | finds near a read | p90 near a read µs | p99 near a read µs | max near a read µs | failed |\n\
+             |---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            refresh::TTL_SECONDS,
+            refresh::PG_DELAY.as_millis(),
+            refresh::NEAR.as_millis(),
+            refresh::SLOW.as_millis()
+        );
+        for run in &self.hot_key {
+            let cache: Vec<String> = run
+                .cache
+                .iter()
+                .map(|(name, count)| format!("{name} {count}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                run.policy,
+                run.pace,
+                run.finds,
+                cache.join(", "),
+                run.reads,
+                micros(run.p50),
+                micros(run.p99),
+                micros(run.max),
+                run.slow,
+                run.near_finds,
+                micros(run.near_p90),
+                micros(run.near_p99),
+                micros(run.near_max),
+                run.failed,
+            );
+        }
+    }
+
     fn concurrent(&self, workload: Workload, c: usize, workers: Option<usize>) -> Option<&Row> {
         self.concurrency
             .iter()

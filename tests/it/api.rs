@@ -94,10 +94,14 @@ async fn create_returns_201_with_the_user_and_its_location_and_stores_the_row() 
 }
 
 #[tokio::test]
-async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
+async fn find_misses_then_hits_and_keeps_the_body_for_its_ttl_and_the_fail_safe_time() {
     for version in VERSIONS {
         // Arrange
-        let env = TestEnv::with_settings(&[("CACHE_TTL_SECONDS", "600")]).await;
+        let env = TestEnv::with_settings(&[
+            ("CACHE_TTL_SECONDS", "600"),
+            ("CACHE_FAIL_SAFE_SECONDS", "60"),
+        ])
+        .await;
         let id = create_ada(&env, version).await;
         let mut redis = env.redis().await;
         let name = format!("find-user.{version}");
@@ -113,8 +117,9 @@ async fn find_misses_then_hits_and_caches_the_body_with_the_configured_ttl() {
         assert_eq!(header(&second, "x-cache"), Some("hit"), "{version}");
         assert_eq!(json_body(&first), json_body(&second), "{version}");
         assert_eq!(json_body(&first)["id"], id.to_string(), "{version}");
+        // Fresh for 540 to 600 s (jitter), kept 60 s longer.
         let ttl: i64 = redis.ttl(env.cache_key(id)).await.unwrap();
-        assert!(ttl > 0 && ttl <= 600, "{version}: ttl {ttl}");
+        assert!(ttl > 590 && ttl <= 660, "{version}: ttl {ttl}");
         let cached: Vec<u8> = redis.get(env.cache_key(id)).await.unwrap();
         assert!(!cached.is_empty(), "{version}");
     }

@@ -8,6 +8,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_support::functions::{delete, find, update};
+use test_support::proxy::{FaultProxy, Mode};
 use test_support::servers::RedisServer;
 use test_support::*;
 use tokio::task::JoinSet;
@@ -87,6 +88,108 @@ async fn a_find_parked_before_its_fill_cannot_cache_a_user_that_was_deleted() {
     for (instance, found) in INSTANCES.iter().zip(&after) {
         assert_eq!(status(found), 404, "{instance}");
     }
+}
+
+/// Entries of the refresh races: fresh for 1 s, no eager refresh.
+const SHORT_LIVED: [(&str, &str); 2] = [
+    ("CACHE_TTL_SECONDS", "1"),
+    ("CACHE_EAGER_REFRESH_PERCENT", "0"),
+];
+
+/// Longer than an entry of [`SHORT_LIVED`] is fresh.
+const PAST_FRESHNESS: Duration = Duration::from_millis(1_100);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_parked_before_its_store_cannot_cache_the_value_an_update_replaced() {
+    // Arrange: an entry past its freshness; a find on `reader` refreshes
+    // it, reads the old row and parks before storing.
+    let env = TestEnv::with_settings(&SHORT_LIVED).await;
+    let id = create_user(&env.state, "old@example.com", "Old").await;
+    find(&env.state, request_for("find-user.v2", id)).await;
+    tokio::time::sleep(PAST_FRESHNESS).await;
+    let pause = Arc::new(PausePoint::default());
+    let mut reader = env.instance(&[]).await;
+    reader.users.pause_at(Point::BeforeFill, pause.clone());
+    let reader = Arc::new(reader);
+    let refreshing = {
+        let reader = reader.clone();
+        tokio::spawn(async move { find(&reader, request_for("find-user.v2", id)).await })
+    };
+    pause.reached().await;
+
+    // Act: a find gets the kept entry; an update is acknowledged; the
+    // refresh goes on to store what it read.
+    let during = find(&env.state, request_for("find-user.v2", id)).await;
+    let body = json!({"email": "new@example.com", "name": "New"});
+    let updated = update(&env.state, with_body("update-user.v2", id, &body)).await;
+    pause.release();
+    let early = refreshing.await.expect("refresh");
+    let after = [
+        find(&env.state, request_for("find-user.v2", id)).await,
+        find(&reader, request_for("find-user.v2", id)).await,
+    ];
+
+    // Assert
+    assert_eq!(status(&updated), 200);
+    assert_eq!(header(&during, "x-cache"), Some("stale"));
+    assert_eq!(
+        json_body(&during)["email"],
+        "old@example.com",
+        "before the update"
+    );
+    assert_eq!(
+        json_body(&early)["email"],
+        "old@example.com",
+        "before the update"
+    );
+    for (instance, found) in INSTANCES.iter().zip(&after) {
+        assert_eq!(json_body(found)["email"], "new@example.com", "{instance}");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_answer_asked_for_after_an_update_is_never_the_value_it_replaced() {
+    // Arrange: two users cached, then updated (acknowledged); `refilled` is
+    // found again after its update, `unread` is not; both go past their
+    // freshness. `reader` reaches Postgres through a proxy.
+    let env = TestEnv::with_settings(&[
+        SHORT_LIVED[0],
+        SHORT_LIVED[1],
+        ("CACHE_FAIL_SAFE_TIMEOUT_MS", "150"),
+    ])
+    .await;
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+    let reader = env
+        .instance(&[("DATABASE_URL", &env.database_url_through(proxy.port))])
+        .await;
+    let refilled = create_user(&env.state, "refilled@example.com", "Old").await;
+    let unread = create_user(&env.state, "unread@example.com", "Old").await;
+    for (id, email) in [
+        (refilled, "refilled@example.com"),
+        (unread, "unread@example.com"),
+    ] {
+        find(&env.state, request_for("find-user.v2", id)).await;
+        let body = json!({"email": email, "name": "New"});
+        let updated = update(&env.state, with_body("update-user.v2", id, &body)).await;
+        assert_eq!(status(&updated), 200);
+    }
+    find(&env.state, request_for("find-user.v2", refilled)).await;
+    tokio::time::sleep(PAST_FRESHNESS).await;
+
+    // Act: Postgres refuses the reader.
+    proxy.set(Mode::Reset);
+    let stale = find(&reader, request_for("find-user.v2", refilled)).await;
+    let uncached = find(&reader, request_for("find-user.v2", unread)).await;
+
+    // Assert
+    assert_eq!(status(&stale), 200);
+    assert_eq!(header(&stale, "x-cache"), Some("stale"));
+    assert_eq!(json_body(&stale)["name"], "New");
+    assert_eq!(
+        status(&uncached),
+        503,
+        "never the value the update replaced"
+    );
 }
 
 /// Two writes to one user overlap; the first one's cleanup must not lift the
@@ -236,6 +339,8 @@ struct Op {
     version: u64,
     start: Instant,
     end: Instant,
+    /// A find answered `x-cache: stale`.
+    stale: bool,
 }
 
 /// Where the readers of a history run.
@@ -249,12 +354,32 @@ enum Readers {
     OneEnvironment,
 }
 
+/// What goes wrong while a history runs.
+#[derive(Clone, Copy)]
+enum Faults<'a> {
+    None,
+    /// Every client connection of this Redis killed every 15 ms.
+    RedisKills(&'a RedisServer),
+    /// The instances reach Postgres through this proxy, which refuses
+    /// everything for 1.3 s out of every 1.7 s; writers wait out each outage
+    /// (an outage starts once no write is in flight and the readers have
+    /// had time to fill the keys the last writes deleted, so that finds have
+    /// entries to answer stale).
+    PostgresOutages(&'a FaultProxy),
+}
+
+/// How long Postgres is there, then gone, in each cycle of
+/// [`Faults::PostgresOutages`]: longer gone than an entry of the history's
+/// env is fresh, so that finds answer stale.
+const POSTGRES_UP: Duration = Duration::from_millis(400);
+const POSTGRES_DOWN: Duration = Duration::from_millis(1_300);
+
 /// Several writers (one per id, so each id's versions are totally ordered)
 /// and readers; returns every successful operation.
 async fn run_history(
     env: &TestEnv,
     writes_per_id: u64,
-    faults: Option<&RedisServer>,
+    faults: Faults<'_>,
     readers: Readers,
 ) -> Vec<Op> {
     const IDS: usize = 3;
@@ -266,18 +391,42 @@ async fn run_history(
     let ids = Arc::new(ids);
     let done = Arc::new(tokio::sync::Notify::new());
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outage = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let through = match faults {
+        Faults::PostgresOutages(proxy) => Some(env.database_url_through(proxy.port)),
+        _ => None,
+    };
+    let overrides: Vec<(&str, &str)> = through
+        .iter()
+        .map(|url| ("DATABASE_URL", url.as_str()))
+        .collect();
     let mut tasks = JoinSet::new();
     for (n, _) in ids.iter().enumerate() {
-        let state = env.instance(&[]).await;
+        let state = env.instance(&overrides).await;
         let ids = ids.clone();
+        let (outage, writing, paced) = (outage.clone(), writing.clone(), through.is_some());
         tasks.spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             let mut ops = Vec::new();
             for version in 1..=writes_per_id {
+                if paced {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // Counted as writing before looking at the flag: an outage
+                // that sees no write in flight starts before any other.
+                writing.fetch_add(1, SeqCst);
+                while outage.load(SeqCst) {
+                    writing.fetch_sub(1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    writing.fetch_add(1, SeqCst);
+                }
                 let body =
                     json!({"email": format!("u{n}@example.com"), "name": format!("v{version}")});
                 let start = Instant::now();
                 let response = update(&state, with_body("update-user.v2", ids[n], &body)).await;
                 let end = Instant::now();
+                writing.fetch_sub(1, SeqCst);
                 if status(&response) == 200 {
                     ops.push(Op {
                         id: n,
@@ -285,28 +434,34 @@ async fn run_history(
                         version,
                         start,
                         end,
+                        stale: false,
                     });
                 }
             }
             ops
         });
     }
-    let shared = Arc::new(env.instance(&[]).await);
+    let shared = Arc::new(env.instance(&overrides).await);
     for reader in 0..READERS {
         let state = match readers {
-            Readers::OwnInstances => Arc::new(env.instance(&[]).await),
+            Readers::OwnInstances => Arc::new(env.instance(&overrides).await),
             Readers::OneEnvironment => shared.clone(),
         };
         let ids = ids.clone();
         let finished = finished.clone();
+        let paced = through.is_some();
         tasks.spawn(async move {
             let mut ops = Vec::new();
             let mut turn = reader;
             // Until the writers are done, and at least 30 finds each, so
             // the history is never too small on a slow or busy machine.
+            // Through outages, paced so as to last as long as the writers.
             while (!finished.load(std::sync::atomic::Ordering::Relaxed) || ops.len() < 30)
                 && ops.len() < 5_000
             {
+                if paced {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 let n = turn % IDS;
                 turn += 1;
                 let start = Instant::now();
@@ -321,27 +476,52 @@ async fn run_history(
                         version,
                         start,
                         end,
+                        stale: header(&response, "x-cache") == Some("stale"),
                     });
                 }
             }
             ops
         });
     }
-    let chaos = faults.map(|server| {
-        let done = done.clone();
-        async move {
-            let mut kills = 0;
-            loop {
-                tokio::select! {
-                    _ = done.notified() => break kills,
+    let chaos = async {
+        let mut faults_injected = 0;
+        loop {
+            match faults {
+                Faults::None => break 0,
+                Faults::RedisKills(server) => tokio::select! {
+                    _ = done.notified() => break faults_injected,
                     _ = tokio::time::sleep(Duration::from_millis(15)) => {
                         server.kill_clients().await;
-                        kills += 1;
+                        faults_injected += 1;
+                    }
+                },
+                Faults::PostgresOutages(proxy) => {
+                    tokio::select! {
+                        _ = done.notified() => break faults_injected,
+                        _ = tokio::time::sleep(POSTGRES_UP) => {}
+                    }
+                    outage.store(true, std::sync::atomic::Ordering::SeqCst);
+                    while writing.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // Time for the readers to fill the keys the last writes
+                    // deleted.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    proxy.set(Mode::Reset);
+                    faults_injected += 1;
+                    let over = tokio::select! {
+                        _ = done.notified() => true,
+                        _ = tokio::time::sleep(POSTGRES_DOWN) => false,
+                    };
+                    proxy.set(Mode::Pass);
+                    outage.store(false, std::sync::atomic::Ordering::SeqCst);
+                    if over {
+                        break faults_injected;
                     }
                 }
             }
         }
-    });
+    };
     let collect = async {
         let mut history = Vec::new();
         let mut writers_left = IDS;
@@ -358,15 +538,9 @@ async fn run_history(
         done.notify_one();
         history
     };
-    let (history, kills) = match chaos {
-        Some(chaos) => {
-            let (history, kills) = tokio::join!(collect, chaos);
-            (history, kills)
-        }
-        None => (collect.await, 0),
-    };
-    if faults.is_some() {
-        assert!(kills > 0, "the fault injector ran");
+    let (history, faults_injected) = tokio::join!(collect, chaos);
+    if !matches!(faults, Faults::None) {
+        assert!(faults_injected > 0, "the fault injector ran");
     }
     history
 }
@@ -411,7 +585,7 @@ async fn concurrent_history_without_faults_has_no_stale_read() {
     let env = TestEnv::new().await;
 
     // Act
-    let history = run_history(&env, 40, None, Readers::OwnInstances).await;
+    let history = run_history(&env, 40, Faults::None, Readers::OwnInstances).await;
 
     // Assert
     assert_no_stale_reads(&history);
@@ -423,7 +597,7 @@ async fn concurrent_history_with_readers_in_one_environment_has_no_stale_read() 
     let env = TestEnv::new().await;
 
     // Act
-    let history = run_history(&env, 40, None, Readers::OneEnvironment).await;
+    let history = run_history(&env, 40, Faults::None, Readers::OneEnvironment).await;
 
     // Assert
     assert_no_stale_reads(&history);
@@ -436,9 +610,36 @@ async fn concurrent_history_with_redis_connections_killed_has_no_stale_read() {
     let env = TestEnv::with_settings(&[("REDIS_URL", &redis.url())]).await;
 
     // Act
-    let history = run_history(&env, 40, Some(&redis), Readers::OwnInstances).await;
+    let history = run_history(&env, 40, Faults::RedisKills(&redis), Readers::OwnInstances).await;
 
     // Assert
+    assert_no_stale_reads(&history);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_history_through_postgres_outages_has_no_stale_read() {
+    // Arrange: entries fresh for 1 s, shorter than an outage, so finds
+    // answer stale during outages; writes only between them.
+    let env = TestEnv::with_settings(&[
+        ("CACHE_TTL_SECONDS", "1"),
+        ("CACHE_FAIL_SAFE_TIMEOUT_MS", "100"),
+    ])
+    .await;
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+
+    // Act
+    let history = run_history(
+        &env,
+        40,
+        Faults::PostgresOutages(&proxy),
+        Readers::OwnInstances,
+    )
+    .await;
+
+    // Assert
+    let stale = history.iter().filter(|op| op.stale).count();
+    println!("history through postgres outages: {stale} stale answers");
+    assert!(stale > 0, "no find was answered stale");
     assert_no_stale_reads(&history);
 }
 
@@ -453,6 +654,7 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
         version: 2,
         start: at(0),
         end: at(10),
+        stale: false,
     };
     let stale = Op {
         id: 0,
@@ -460,6 +662,7 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
         version: 1,
         start: at(11),
         end: at(12),
+        stale: false,
     };
     let concurrent = Op {
         id: 0,
@@ -467,6 +670,7 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
         version: 1,
         start: at(5),
         end: at(12),
+        stale: true,
     };
     let other_id = Op {
         id: 1,
@@ -474,6 +678,7 @@ fn the_history_check_reports_a_read_older_than_an_acknowledged_write() {
         version: 0,
         start: at(20),
         end: at(21),
+        stale: false,
     };
 
     // Act

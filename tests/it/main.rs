@@ -11,6 +11,7 @@ mod api;
 mod cache_races;
 mod conditional;
 mod contract;
+mod fail_safe;
 mod faults;
 mod idempotency;
 mod production;

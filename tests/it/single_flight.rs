@@ -289,3 +289,43 @@ async fn each_find_sharing_a_flight_gets_its_own_access_check() {
     assert_eq!(json_body(&owner_joined)["email"], "private@example.com");
     assert_eq!(header(&owner_joined, "x-cache"), Some("hit"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_sharing_a_flight_that_answers_a_kept_entry_each_answer_it_stale_with_its_age() {
+    // Arrange: an entry past its freshness; the instance reaches Postgres
+    // through a proxy that swallows everything, so each flight's refresh
+    // waits out the soft timeout.
+    let env = TestEnv::with_settings(&[
+        ("CACHE_TTL_SECONDS", "1"),
+        ("CACHE_EAGER_REFRESH_PERCENT", "0"),
+        ("CACHE_FAIL_SAFE_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let id = create_user(&env.state, "kept@example.com", "Kept").await;
+    find(&env.state, request_for("find-user.v2", id)).await;
+    let proxy = test_support::proxy::FaultProxy::start(env.postgres_addr()).await;
+    let url = env.database_url_through(proxy.port);
+    let instance = Arc::new(env.instance(&[("DATABASE_URL", &url)]).await);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    proxy.set(test_support::proxy::Mode::BlackHole);
+
+    // Act: one find runs a flight; three more gather for the next one.
+    let first = spawn_find(&instance, request_for("find-user.v2", id));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let others: Vec<_> = (0..3)
+        .map(|_| spawn_find(&instance, request_for("find-user.v2", id)))
+        .collect();
+    until_flight_waits(&instance, 3).await;
+    let mut found = vec![first.await.expect("first")];
+    for task in others {
+        found.push(task.await.expect("find"));
+    }
+
+    // Assert
+    for response in &found {
+        assert_eq!(status(response), 200);
+        assert_eq!(header(response, "x-cache"), Some("stale"));
+        assert!(header(response, "age").is_some(), "an Age header");
+        assert_eq!(json_body(response)["email"], "kept@example.com");
+    }
+}

@@ -1,5 +1,6 @@
-//! `GET /users/{id}`: the user, through the cache; `x-cache` says how, `ETag`
-//! carries the version, and a matching `If-None-Match` gets 304 without a body.
+//! `GET /users/{id}`: the user, through the cache; `x-cache` says how (and
+//! `Age` how old a stale answer is), `ETag` carries the version, and a
+//! matching `If-None-Match` gets 304 without a body.
 //! Needs `users/read`; another owner's user is 404 without `users/admin`.
 
 use lambda_http::http::{HeaderValue, StatusCode, header};
@@ -34,5 +35,8 @@ async fn find(state: &AppState, request: &Request) -> Result<Response<Body>, Api
         http::X_CACHE,
         HeaderValue::from_static(found.cache.as_str()),
     );
+    if let Some(age) = found.age {
+        headers.insert(header::AGE, HeaderValue::from(age));
+    }
     Ok(response)
 }

@@ -1,13 +1,11 @@
-//! Tokens: the fill lease of a miss, a write's share of a key's guard, and
-//! the TTL jitter drawn from them.
+//! Tokens: the fill lease of a miss or a refresh, a write's share of a key's
+//! guard, and the TTL jitter and random draws made from them.
 
-use super::protocol::{LEASE, millis};
+use super::protocol::{LEASE, TOKEN_LEN, millis};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use uuid::Uuid;
-
-const TOKEN_LEN: usize = 24;
 
 /// The right to fill one key, as long as nobody overwrote it.
 #[derive(Debug)]
@@ -15,6 +13,9 @@ pub struct Lease {
     /// The value the lookup stored: [`LEASE`] + a [`unique_token`].
     pub(crate) token: [u8; 1 + TOKEN_LEN],
     jitter: u64,
+    /// For a refresh: the entry as marked with this lease, and where the
+    /// entry itself starts in it (what giving the lease back restores).
+    pub(crate) refreshing: Option<(Vec<u8>, usize)>,
 }
 
 /// One write's share of a key's guard; see
@@ -33,6 +34,15 @@ impl Lease {
         Self {
             token,
             jitter: spread_bits(count ^ process),
+            refreshing: None,
+        }
+    }
+
+    /// What the key holds while this lease is alive.
+    pub(crate) fn held(&self) -> &[u8] {
+        match &self.refreshing {
+            Some((marked, _)) => marked,
+            None => &self.token,
         }
     }
 
@@ -65,6 +75,16 @@ fn unique_token() -> ([u8; TOKEN_LEN], u64) {
     token[..16].copy_from_slice(&*PROCESS);
     token[16..].copy_from_slice(&count.to_be_bytes());
     (token, count)
+}
+
+/// A number in (0, 1], different at every call, without a system call:
+/// XFetch's random draw.
+pub fn draw() -> f64 {
+    let (unique, count) = unique_token();
+    let process = u64::from_be_bytes(unique[..8].try_into().unwrap_or_default());
+    // 53 random bits, as many as an f64's mantissa holds.
+    let bits = spread_bits(spread_bits(count ^ process)) >> 11;
+    (bits as f64 + 1.0) / (1u64 << 53) as f64
 }
 
 /// SplitMix64's finalizer: consecutive counters give unrelated jitters.
@@ -102,5 +122,16 @@ mod tests {
         assert_eq!(a.token[0], LEASE);
         assert_eq!(a.token.len(), 25);
         assert_ne!(WriteGuard::new().token, WriteGuard::new().token);
+    }
+
+    #[test]
+    fn draws_are_in_the_unit_interval_and_vary() {
+        // Act
+        let draws: Vec<f64> = (0..200).map(|_| draw()).collect();
+
+        // Assert
+        assert!(draws.iter().all(|&d| d > 0.0 && d <= 1.0));
+        let mean = draws.iter().sum::<f64>() / 200.0;
+        assert!((0.35..0.65).contains(&mean), "mean {mean}");
     }
 }

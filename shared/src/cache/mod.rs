@@ -14,7 +14,8 @@ mod lease;
 pub(crate) mod protocol;
 
 pub use connection::CacheError;
-pub use lease::{Lease, WriteGuard};
+pub use lease::{Lease, WriteGuard, draw};
+pub use protocol::Cached;
 
 use crate::config::{CacheConfig, RedisConfig};
 use connection::Redis;
@@ -25,12 +26,9 @@ use uuid::Uuid;
 /// What [`UserCache::lookup`] found.
 #[derive(Debug)]
 pub enum Lookup {
-    /// The user's version, owner and response body, ready to send.
-    Hit {
-        version: i64,
-        owner: Option<String>,
-        body: Vec<u8>,
-    },
+    /// The user's version, owner, response body and times: fresh or not,
+    /// being refreshed or not.
+    Hit(Cached),
     /// A cached "no such user".
     NotFound,
     /// The key was empty and this caller now holds the fill lease.
@@ -58,6 +56,7 @@ pub struct UserCache {
     redis: Redis,
     prefix: String,
     ttl: Duration,
+    fail_safe: Duration,
     negative_ttl: Duration,
     lease: Duration,
     write_guard: Duration,
@@ -74,6 +73,7 @@ impl UserCache {
             redis: Redis::new(redis)?,
             prefix: protocol::key_prefix(&cache.key_prefix),
             ttl: cache.ttl,
+            fail_safe: cache.fail_safe,
             negative_ttl: cache.negative_ttl,
             lease: cache.lease,
             write_guard: cache.write_guard,
@@ -99,15 +99,7 @@ impl UserCache {
             return Ok(Lookup::Leased(lease));
         };
         Ok(match protocol::decode(value) {
-            Stored::User {
-                version,
-                owner,
-                body,
-            } => Lookup::Hit {
-                version,
-                owner,
-                body,
-            },
+            Stored::User(cached) => Lookup::Hit(cached),
             Stored::NotFound => Lookup::NotFound,
             Stored::Filling => Lookup::Filling,
             Stored::Writing => Lookup::Writing,
@@ -115,26 +107,77 @@ impl UserCache {
         })
     }
 
-    /// Stores `entry` if `lease` still holds the key. Returns whether it did.
+    /// Stores `entry`, stamped `now_ms`, if `lease` still holds the key.
+    /// Returns whether it did. A user is fresh for `CACHE_TTL_SECONDS`
+    /// (jittered) and kept `CACHE_FAIL_SAFE_SECONDS` longer; a "no such
+    /// user" only for `CACHE_NEGATIVE_TTL_SECONDS`.
     pub async fn fill(
         &self,
         id: Uuid,
         lease: &Lease,
         entry: Entry<'_>,
+        now_ms: u64,
     ) -> Result<bool, CacheError> {
         let (value, ttl) = match entry {
             Entry::User {
                 version,
                 owner,
                 body,
-            } => (
-                protocol::encode_user(version, owner, body),
-                lease.jittered(self.ttl),
-            ),
+            } => {
+                let fresh = lease.jittered(self.ttl);
+                let value = protocol::encode_user(now_ms, fresh, version, owner, body);
+                (value, fresh.saturating_add(millis(self.fail_safe)))
+            }
             Entry::NotFound => (protocol::encode_not_found(), millis(self.negative_ttl)),
         };
+        self.compare_and_set(id, lease.held(), &value, ttl).await
+    }
+
+    /// Marks `cached` as being refreshed by this caller, unless its value
+    /// changed: the refresh lease. Other callers keep reading the entry.
+    pub async fn take_refresh(
+        &self,
+        id: Uuid,
+        cached: &Cached,
+        now_ms: u64,
+    ) -> Result<Option<Lease>, CacheError> {
+        let mut lease = Lease::new();
+        let mut token = [0; protocol::TOKEN_LEN];
+        token.copy_from_slice(&lease.token[1..]);
+        let entry = &cached.value[cached.entry_start..];
+        let until = now_ms.saturating_add(millis(self.lease));
+        let marked = protocol::encode_refreshing(until, &token, entry);
+        let entry_start = marked.len() - entry.len();
+        // `0`: the entry keeps its expiry.
+        let taken = self.compare_and_set(id, &cached.value, &marked, 0).await?;
+        lease.refreshing = Some((marked, entry_start));
+        Ok(taken.then_some(lease))
+    }
+
+    /// Gives `lease` back at once, if it still holds the key: a miss's lease
+    /// is deleted, a refresh's marker taken off its entry. So a fill that
+    /// failed blocks no one until the lease would have expired.
+    pub async fn give_back(&self, id: Uuid, lease: &Lease) -> Result<(), CacheError> {
+        let (restored, ttl) = match &lease.refreshing {
+            Some((marked, entry_start)) => (&marked[*entry_start..], 0),
+            None => (&[][..], 0),
+        };
+        self.compare_and_set(id, lease.held(), restored, ttl)
+            .await
+            .map(drop)
+    }
+
+    /// [`COMPARE_AND_SET_SCRIPT`](protocol::COMPARE_AND_SET_SCRIPT): `ttl_ms`
+    /// 0 keeps the key's expiry, an empty `new` deletes the key.
+    async fn compare_and_set(
+        &self,
+        id: Uuid,
+        expected: &[u8],
+        new: &[u8],
+        ttl_ms: u64,
+    ) -> Result<bool, CacheError> {
         let mut invocation = COMPARE_AND_SET.key(self.key(id));
-        invocation.arg(&lease.token).arg(value).arg(ttl);
+        invocation.arg(expected).arg(new).arg(ttl_ms);
         let stored: i64 = self.redis.invoke(&invocation).await?;
         Ok(stored == 1)
     }
@@ -142,13 +185,10 @@ impl UserCache {
     /// Replaces an unreadable `value` with a new lease, unless it changed.
     pub async fn take_over(&self, id: Uuid, value: &[u8]) -> Result<Option<Lease>, CacheError> {
         let lease = Lease::new();
-        let mut invocation = COMPARE_AND_SET.key(self.key(id));
-        invocation
-            .arg(value)
-            .arg(&lease.token)
-            .arg(millis(self.lease));
-        let taken: i64 = self.redis.invoke(&invocation).await?;
-        Ok((taken == 1).then_some(lease))
+        let taken = self
+            .compare_and_set(id, value, &lease.token, millis(self.lease))
+            .await?;
+        Ok(taken.then_some(lease))
     }
 
     /// Before a write commits: add this write to the key's guard, which

@@ -2,7 +2,7 @@
 //! commands and scripts that move a key between them. docs/cache.md says why
 //! these states make a stale read after an acknowledged write impossible.
 //!
-//! One key per user, `{CACHE_KEY_PREFIX}:v4:user:{id}`, whose value starts
+//! One key per user, `{CACHE_KEY_PREFIX}:v5:user:{id}`, whose value starts
 //! with a one-byte tag: docs/cache.md, "Keys and their states".
 
 use redis::{Cmd, Script};
@@ -12,10 +12,14 @@ use uuid::Uuid;
 
 /// Version of the entry format; part of every key, so changing the format
 /// never makes a new deployment read entries written by an old one.
-const FORMAT_VERSION: &str = "v4";
+const FORMAT_VERSION: &str = "v5";
 
-/// A user: `v{version}:{owner length}:{owner}{body}`.
+/// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
+/// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
+pub(crate) const REFRESHING: u8 = b'r';
+/// The length of a token after its tag (`lease.rs`).
+pub(crate) const TOKEN_LEN: usize = 24;
 /// No such user.
 const NEGATIVE: u8 = b'n';
 /// A fill lease: `l{token}`.
@@ -53,11 +57,20 @@ pub fn lookup_command(key: &str, token: &[u8], lease_ms: u64) -> Cmd {
     lookup
 }
 
-/// Compare-and-set (Redis 7 has no native command for it): stores `ARGV[2]`
-/// for `ARGV[3]` ms only if the value is still `ARGV[1]`. A fill is lease ->
-/// entry; taking over an unreadable entry is entry -> lease.
+/// Compare-and-set (Redis 7 has no native command for it): only if the
+/// value is still `ARGV[1]`, stores `ARGV[2]` for `ARGV[3]` ms (`0`: keeping
+/// the key's expiry), or deletes the key when `ARGV[2]` is empty. A fill is
+/// lease -> entry; taking over an unreadable entry is entry -> lease; taking
+/// a refresh lease is entry -> marked entry; giving a lease back is lease ->
+/// nothing, or marked entry -> entry.
 pub const COMPARE_AND_SET_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if ARGV[2] == '' then
+    redis.call('DEL', KEYS[1])
+  elseif ARGV[3] == '0' then
+    redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  end
   return 1
 end
 return 0";
@@ -95,12 +108,8 @@ pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEA
 /// What a key that is not empty holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
-    /// A user's version and response body, checked to be a user's body.
-    User {
-        version: i64,
-        owner: Option<String>,
-        body: Vec<u8>,
-    },
+    /// A user, checked to be a user's body.
+    User(Cached),
     NotFound,
     /// Another caller holds the fill lease.
     Filling,
@@ -109,18 +118,62 @@ pub(crate) enum Stored {
     Unreadable(Vec<u8>),
 }
 
+/// A stored user and its times, with the value as read: taking or giving
+/// back a refresh lease compares the whole value.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Cached {
+    pub version: i64,
+    pub owner: Option<String>,
+    /// When it was filled, in ms since the epoch (the filler's clock).
+    pub stored_ms: u64,
+    /// Until when it is fresh, in ms since the epoch.
+    pub fresh_until_ms: u64,
+    /// The deadline of a refresh lease on it, if it has one.
+    pub refreshing_until_ms: Option<u64>,
+    /// The whole value: an optional refresh marker, the entry, its body.
+    pub(crate) value: Vec<u8>,
+    /// Where the entry starts (after a refresh marker).
+    pub(crate) entry_start: usize,
+    pub(crate) body_start: usize,
+}
+
+impl Cached {
+    /// The response body, ready to send.
+    pub fn body(&self) -> &[u8] {
+        &self.value[self.body_start..]
+    }
+
+    /// The version, the owner and the response body, without copying it.
+    pub fn into_parts(mut self) -> (i64, Option<String>, Vec<u8>) {
+        self.value.drain(..self.body_start);
+        (self.version, self.owner, self.value)
+    }
+}
+
 /// Reads a stored value.
-pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
+pub(crate) fn decode(value: Vec<u8>) -> Stored {
     match value.first() {
-        Some(&VALUE) => match split_header(&value) {
-            Some((version, owner, start)) if crate::user::is_user_body(&value[start..]) => {
+        Some(&VALUE | &REFRESHING) => match decode_user(&value) {
+            Some((
+                stored_ms,
+                fresh_until_ms,
+                refreshing_until_ms,
+                entry_start,
+                version,
+                body_start,
+                owner,
+            )) if crate::user::is_user_body(&value[body_start..]) => {
                 let owner = owner.map(str::to_owned);
-                value.drain(..start);
-                Stored::User {
+                Stored::User(Cached {
                     version,
                     owner,
-                    body: value,
-                }
+                    stored_ms,
+                    fresh_until_ms,
+                    refreshing_until_ms,
+                    value,
+                    entry_start,
+                    body_start,
+                })
             }
             _ => Stored::Unreadable(value),
         },
@@ -131,15 +184,67 @@ pub(crate) fn decode(mut value: Vec<u8>) -> Stored {
     }
 }
 
-/// `v{version}:{owner length}:{owner}{body}`, the stored form of a user;
-/// a user without an owner has length 0.
-pub(crate) fn encode_user(version: i64, owner: Option<&str>, body: &[u8]) -> Vec<u8> {
+/// The parts of a user's value: stored and fresh-until times, the refresh
+/// lease's deadline, where the entry starts, the version, where the body
+/// starts, the owner.
+type UserParts<'a> = (u64, u64, Option<u64>, usize, i64, usize, Option<&'a str>);
+
+fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
+    let (refreshing_until_ms, entry_start) = if value.first() == Some(&REFRESHING) {
+        let (until, token_start) = number_before_colon(value, 1)?;
+        (Some(u64::try_from(until).ok()?), token_start + TOKEN_LEN)
+    } else {
+        (None, 0)
+    };
+    if value.get(entry_start) != Some(&VALUE) {
+        return None;
+    }
+    let (stored, rest) = number_before_colon(value, entry_start + 1)?;
+    let (fresh, rest) = number_before_colon(value, rest)?;
+    let (version, owner, body_start) = split_header(value, rest)?;
+    let stored_ms = u64::try_from(stored).ok()?;
+    let fresh_until_ms = stored_ms.checked_add(u64::try_from(fresh).ok()?)?;
+    Some((
+        stored_ms,
+        fresh_until_ms,
+        refreshing_until_ms,
+        entry_start,
+        version,
+        body_start,
+        owner,
+    ))
+}
+
+/// `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`, the
+/// stored form of a user; a user without an owner has length 0.
+pub(crate) fn encode_user(
+    stored_ms: u64,
+    fresh_ms: u64,
+    version: i64,
+    owner: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
     let owner = owner.unwrap_or_default();
-    let header = format!("{}{version}:{}:", char::from(VALUE), owner.len());
+    let header = format!(
+        "{}{stored_ms}:{fresh_ms}:{version}:{}:",
+        char::from(VALUE),
+        owner.len()
+    );
     let mut value = Vec::with_capacity(header.len() + owner.len() + body.len());
     value.extend_from_slice(header.as_bytes());
     value.extend_from_slice(owner.as_bytes());
     value.extend_from_slice(body);
+    value
+}
+
+/// `entry` (a user's value without a marker) marked as being refreshed
+/// under `token` until `until_ms`.
+pub(crate) fn encode_refreshing(until_ms: u64, token: &[u8; TOKEN_LEN], entry: &[u8]) -> Vec<u8> {
+    let header = format!("{}{until_ms}:", char::from(REFRESHING));
+    let mut value = Vec::with_capacity(header.len() + TOKEN_LEN + entry.len());
+    value.extend_from_slice(header.as_bytes());
+    value.extend_from_slice(token);
+    value.extend_from_slice(entry);
     value
 }
 
@@ -148,10 +253,10 @@ pub(crate) fn encode_not_found() -> Vec<u8> {
     vec![NEGATIVE]
 }
 
-/// The version and owner of a `v{version}:{owner length}:{owner}{body}`
-/// value, and where its body starts.
-fn split_header(value: &[u8]) -> Option<(i64, Option<&str>, usize)> {
-    let (version, rest) = number_before_colon(value, 1)?;
+/// The version and owner of `{version}:{owner length}:{owner}{body}` from
+/// `start` on, and where its body starts.
+fn split_header(value: &[u8], start: usize) -> Option<(i64, Option<&str>, usize)> {
+    let (version, rest) = number_before_colon(value, start)?;
     let (length, owner_start) = number_before_colon(value, rest)?;
     let body_start = owner_start.checked_add(usize::try_from(length).ok()?)?;
     let owner = std::str::from_utf8(value.get(owner_start..body_start)?).ok()?;
@@ -175,105 +280,4 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BODY: &[u8] = br#"{"id":"0190f0c2-1111-7000-8000-000000000001","email":"a@example.com","name":"A","created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#;
-
-    #[test]
-    fn a_user_round_trips_its_version_owner_and_body() {
-        for owner in [Some("7d0f3b1e-2c4a"), Some("a:b:c"), None] {
-            // Arrange
-            let value = encode_user(42, owner, BODY);
-
-            // Act
-            let stored = decode(value.clone());
-
-            // Assert
-            let length = owner.map_or(0, str::len);
-            assert!(
-                value.starts_with(format!("v42:{length}:").as_bytes()),
-                "{owner:?}"
-            );
-            assert_eq!(
-                stored,
-                Stored::User {
-                    version: 42,
-                    owner: owner.map(str::to_owned),
-                    body: BODY.to_vec()
-                },
-                "{owner:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn every_tag_decodes_to_its_state() {
-        // Arrange
-        let cases: [(&[u8], Stored); 4] = [
-            (&encode_not_found(), Stored::NotFound),
-            (b"l0123456789", Stored::Filling),
-            (b"w", Stored::Writing),
-            (b"wtoken1token2", Stored::Writing),
-        ];
-
-        // Act and assert
-        for (value, expected) in cases {
-            assert_eq!(decode(value.to_vec()), expected, "{value:?}");
-        }
-    }
-
-    #[test]
-    fn values_that_are_not_a_user_are_unreadable_and_kept_as_they_are() {
-        // Arrange
-        let mut not_a_user = b"v1:0:".to_vec();
-        not_a_user.extend_from_slice(br#"{"id":1}"#);
-        let mut old_format = b"v1:".to_vec();
-        old_format.extend_from_slice(BODY);
-        let mut owner_too_long = b"v1:999:ada".to_vec();
-        owner_too_long.extend_from_slice(BODY);
-        let cases: [&[u8]; 11] = [
-            b"",
-            b"v",
-            b"vx:{}",
-            b"v:{}",
-            b"v1:x:{}",
-            &not_a_user,
-            &old_format,
-            &owner_too_long,
-            b"n-extra",
-            b"x",
-            b"{\"legacy\":true}",
-        ];
-
-        // Act and assert
-        for value in cases {
-            assert_eq!(
-                decode(value.to_vec()),
-                Stored::Unreadable(value.to_vec()),
-                "{value:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn keys_carry_the_prefix_the_format_version_and_the_id() {
-        // Arrange
-        let id = Uuid::parse_str("0190F0C2-1111-7000-8000-000000000001").unwrap();
-
-        // Act
-        let key = key(&key_prefix("users-api"), id);
-
-        // Assert
-        assert_eq!(
-            key,
-            "users-api:v4:user:0190f0c2-1111-7000-8000-000000000001"
-        );
-    }
-
-    #[test]
-    fn millis_is_never_zero() {
-        assert_eq!(millis(Duration::ZERO), 1);
-        assert_eq!(millis(Duration::from_secs(2)), 2000);
-    }
-}
+mod tests;

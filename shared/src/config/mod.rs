@@ -81,9 +81,19 @@ pub struct RedisConfig {
 
 #[derive(Clone)]
 pub struct CacheConfig {
-    /// Keys are `{key_prefix}:v4:user:{id}`; the `v4` changes with the entry format.
+    /// Keys are `{key_prefix}:v5:user:{id}`; the `v5` changes with the entry format.
     pub key_prefix: String,
+    /// How long an entry is fresh (before jitter).
     pub ttl: Duration,
+    /// How much longer an entry stays in Redis after its freshness, to be
+    /// answered when Postgres fails (fail-safe); zero turns that off.
+    pub fail_safe: Duration,
+    /// How long a find with a kept entry waits for Postgres before it
+    /// answers the entry instead (the soft timeout).
+    pub fail_safe_timeout: Duration,
+    /// In the last this-many percent of an entry's freshness, one caller
+    /// refreshes it while the others keep getting hits; zero turns it off.
+    pub eager_refresh_percent: u8,
     pub negative_ttl: Duration,
     /// How long a miss holds the right to fill an entry.
     pub lease: Duration,
@@ -211,6 +221,9 @@ impl Config {
                     .optional("CACHE_KEY_PREFIX")
                     .unwrap_or_else(|| "users-api".to_owned()),
                 ttl: Duration::from_secs(env.parse("CACHE_TTL_SECONDS", 3600)?),
+                fail_safe: Duration::from_secs(env.whole("CACHE_FAIL_SAFE_SECONDS", 86_400)?),
+                fail_safe_timeout: env.millis("CACHE_FAIL_SAFE_TIMEOUT_MS", 200)?,
+                eager_refresh_percent: env.percent("CACHE_EAGER_REFRESH_PERCENT", 10)?,
                 negative_ttl: Duration::from_secs(env.parse("CACHE_NEGATIVE_TTL_SECONDS", 30)?),
                 lease: env.millis("CACHE_LEASE_MS", 3000)?,
                 fill_wait: env.millis("CACHE_FILL_WAIT_MS", 40)?,
@@ -277,6 +290,28 @@ impl Env<'_> {
             _ => Err(ConfigError {
                 variable: name,
                 problem: "must be a positive whole number",
+            }),
+        }
+    }
+
+    /// A whole number where zero is allowed (it turns a feature off).
+    fn whole(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(default);
+        };
+        raw.trim().parse().map_err(|_| ConfigError {
+            variable: name,
+            problem: "must be a whole number",
+        })
+    }
+
+    /// A percentage, 0 to 99.
+    fn percent(&self, name: &'static str, default: u8) -> Result<u8, ConfigError> {
+        match self.whole(name, u64::from(default)) {
+            Ok(value @ 0..=99) => Ok(u8::try_from(value).unwrap_or(default)),
+            _ => Err(ConfigError {
+                variable: name,
+                problem: "must be a whole number from 0 to 99",
             }),
         }
     }

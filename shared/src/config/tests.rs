@@ -125,6 +125,9 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "CACHE_KEY_PREFIX" => config.cache.key_prefix.clone(),
         "IDEMPOTENCY_TTL_SECONDS" => config.postgres.idempotency_ttl.as_secs().to_string(),
         "CACHE_TTL_SECONDS" => config.cache.ttl.as_secs().to_string(),
+        "CACHE_FAIL_SAFE_SECONDS" => config.cache.fail_safe.as_secs().to_string(),
+        "CACHE_FAIL_SAFE_TIMEOUT_MS" => ms(config.cache.fail_safe_timeout),
+        "CACHE_EAGER_REFRESH_PERCENT" => config.cache.eager_refresh_percent.to_string(),
         "CACHE_NEGATIVE_TTL_SECONDS" => config.cache.negative_ttl.as_secs().to_string(),
         "CACHE_LEASE_MS" => ms(config.cache.lease),
         "CACHE_FILL_WAIT_MS" => ms(config.cache.fill_wait),
@@ -236,6 +239,24 @@ fn the_secrets_extension_port_defaults_to_2773_and_rejects_nonsense() {
 }
 
 #[test]
+fn fail_safe_and_eager_refresh_can_be_turned_off_with_zero() {
+    // Arrange
+    let pairs = [
+        REQUIRED[0],
+        REQUIRED[1],
+        ("CACHE_FAIL_SAFE_SECONDS", "0"),
+        ("CACHE_EAGER_REFRESH_PERCENT", "0"),
+    ];
+
+    // Act
+    let config = Config::from_lookup(lookup(&pairs)).unwrap();
+
+    // Assert
+    assert_eq!(config.cache.fail_safe, Duration::ZERO);
+    assert_eq!(config.cache.eager_refresh_percent, 0);
+}
+
+#[test]
 fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("REDIS_URL", "redis://x")], "DATABASE_URL"),
@@ -259,6 +280,18 @@ fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
         (
             &[REQUIRED[0], REQUIRED[1], ("PG_POOL_MAX_SIZE", "-1")],
             "PG_POOL_MAX_SIZE",
+        ),
+        (
+            &[REQUIRED[0], REQUIRED[1], ("CACHE_FAIL_SAFE_SECONDS", "-1")],
+            "CACHE_FAIL_SAFE_SECONDS",
+        ),
+        (
+            &[
+                REQUIRED[0],
+                REQUIRED[1],
+                ("CACHE_EAGER_REFRESH_PERCENT", "100"),
+            ],
+            "CACHE_EAGER_REFRESH_PERCENT",
         ),
     ];
     for (pairs, variable) in cases {

@@ -1,24 +1,27 @@
-//! `find`, cache-aside: a hit is answered from Redis; a miss takes the key's
-//! fill lease, goes to Postgres and fills only if the lease survived. Callers
-//! that miss while another fills wait for it briefly (`CACHE_FILL_WAIT_MS`)
-//! instead of all querying Postgres. [`next_step`] is the whole decision,
-//! pure; docs/cache.md says why it is safe. Within one process, simultaneous
-//! finds of one user run as one flight (`flight.rs`) and share its result,
-//! each with its own access check and cache status.
+//! `find`, cache-aside: a fresh entry is answered from Redis; a miss takes
+//! the key's fill lease, goes to Postgres and fills only if the lease
+//! survived. An entry past its freshness is refreshed the same way, under a
+//! refresh lease that leaves it readable, and answered stale when Postgres
+//! fails (fail-safe); near the end of its freshness one hit refreshes it
+//! early. Callers that miss while another fills wait for it briefly
+//! (`CACHE_FILL_WAIT_MS`) instead of all querying Postgres. The decision is
+//! `decide.rs`, pure; docs/cache.md says why it is safe. Within one process,
+//! simultaneous finds of one user run as one flight (`flight.rs`) and share
+//! its result, each with its own access check and cache status.
 
+use super::decide::{Due, Moment, Step, next_step};
 use super::flight::Role;
 use super::{UserService, log_cache_error, to_body};
 use crate::auth::Caller;
-use crate::cache::{CacheError, Entry, Lease, Lookup};
+use crate::cache::{self, Cached, Entry, Lease, Lookup};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::telemetry::{self, CacheStatus};
+use crate::user::User;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use uuid::Uuid;
-
-/// How often a caller waiting for another's fill asks Redis again.
-const FILL_POLL: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// A user's JSON body and how it was obtained.
 #[derive(Debug)]
@@ -27,54 +30,8 @@ pub struct Found {
     /// The user's version, sent as the ETag.
     pub version: i64,
     pub cache: CacheStatus,
-}
-
-/// What `find` does with what the cache answered.
-#[derive(Debug)]
-enum Step {
-    /// Answer the cached body, if the caller may see its owner's user.
-    Hit {
-        version: i64,
-        owner: Option<String>,
-        body: Vec<u8>,
-    },
-    /// Answer 404 from the negative entry.
-    NotFound,
-    /// Read Postgres and fill under this lease.
-    Fill(Lease),
-    /// Another caller is filling: ask Redis again at this instant.
-    WaitUntil(Instant),
-    /// Read Postgres without filling (a write is in progress, or the wait
-    /// for another caller's fill is over).
-    ReadThrough,
-    /// Redis failed: read Postgres without it.
-    Bypass(CacheError),
-    /// Replace this unreadable value with a lease, then go on as a miss.
-    Replace(Vec<u8>),
-}
-
-/// The decision for one cache answer, given the time and until when this
-/// caller may wait for another's fill.
-fn next_step(lookup: Result<Lookup, CacheError>, now: Instant, give_up_waiting: Instant) -> Step {
-    match lookup {
-        Ok(Lookup::Hit {
-            version,
-            owner,
-            body,
-        }) => Step::Hit {
-            version,
-            owner,
-            body,
-        },
-        Ok(Lookup::NotFound) => Step::NotFound,
-        Ok(Lookup::Leased(lease)) => Step::Fill(lease),
-        Ok(Lookup::Filling) if now < give_up_waiting => {
-            Step::WaitUntil((now + FILL_POLL).min(give_up_waiting))
-        }
-        Ok(Lookup::Filling | Lookup::Writing) => Step::ReadThrough,
-        Ok(Lookup::Unreadable(value)) => Step::Replace(value),
-        Err(error) => Step::Bypass(error),
-    }
+    /// For a stale answer, seconds since its entry was stored (`Age`).
+    pub age: Option<u64>,
 }
 
 /// What a find learned about a user, whoever asked: the one result of a
@@ -98,10 +55,16 @@ enum Answer {
 /// Where a flight's answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// An entry or a negative entry in Redis.
+    /// A fresh entry or a negative entry in Redis.
     Cache,
-    /// Postgres, read under the fill lease.
+    /// Postgres, read under the fill lease (a miss, or an entry past its
+    /// freshness).
     Fill,
+    /// Postgres, read under the refresh lease of a fresh entry (eager).
+    Refresh,
+    /// An entry past its freshness: Postgres failed, or another caller
+    /// is refreshing it. The entry's stored time, in ms since the epoch.
+    Stale(u64),
     /// Postgres, without filling (a write was in progress, or the wait for
     /// another instance's fill was over).
     ReadThrough,
@@ -111,16 +74,57 @@ enum Source {
 
 impl Resolved {
     /// How the cache answered one caller of the flight. The leader's is
-    /// what it did. A member served by the leader's fill made no Postgres
-    /// read of its own, like another instance's caller waiting for a fill:
-    /// a hit. A failed read is the leader's status for everyone.
+    /// what it did. A member served by the leader's fill or refresh made no
+    /// Postgres read of its own, like another instance's caller waiting for
+    /// a fill: a hit. A stale answer is stale for everyone; a failed read is
+    /// the leader's status for everyone.
     fn status(&self, role: Role) -> CacheStatus {
         match (self.source, role, &self.answer) {
-            (Source::Cache, ..) | (Source::Fill, Role::Member, Ok(_)) => CacheStatus::Hit,
+            (Source::Cache, ..) | (Source::Fill | Source::Refresh, Role::Member, Ok(_)) => {
+                CacheStatus::Hit
+            }
+            (Source::Refresh, ..) => CacheStatus::Refresh,
+            (Source::Stale(_), ..) => CacheStatus::Stale,
             (Source::Fill | Source::ReadThrough, ..) => CacheStatus::Miss,
             (Source::Bypass, ..) => CacheStatus::Bypass,
         }
     }
+
+    /// Seconds since a stale answer's entry was stored, at `now_ms`.
+    fn age(&self, now_ms: u64) -> Option<u64> {
+        match self.source {
+            Source::Stale(stored_ms) => Some(now_ms.saturating_sub(stored_ms) / 1000),
+            _ => None,
+        }
+    }
+
+    /// The entry as it is, from `source`.
+    fn cached(cached: Cached, source: Source) -> Self {
+        let (version, owner, body) = cached.into_parts();
+        Self {
+            source,
+            answer: Ok(Answer::User {
+                version,
+                owner,
+                body,
+            }),
+        }
+    }
+}
+
+/// Milliseconds since the epoch, the clock entries are stamped with
+/// (docs/cache.md, "Clocks").
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether Postgres failed to answer rather than answered an error: then a
+/// kept entry is answered instead.
+fn is_outage(error: &ApiError) -> bool {
+    matches!(error, ApiError::Unavailable { .. } | ApiError::Timeout(_))
 }
 
 impl UserService {
@@ -143,6 +147,7 @@ impl UserService {
                 body: body.clone(),
                 version: *version,
                 cache,
+                age: resolved.age(now_ms()),
             }),
             Ok(_) => Err(ApiError::NotFound(id)),
             Err(error) => Err(ApiError::shared(error)),
@@ -154,20 +159,16 @@ impl UserService {
         let give_up_waiting = Instant::now() + self.fill_wait;
         let mut lookup = self.cache.lookup(id).await;
         let resolved = loop {
-            match next_step(lookup, Instant::now(), give_up_waiting) {
-                Step::Hit {
-                    version,
-                    owner,
-                    body,
-                } => {
-                    break Resolved {
-                        source: Source::Cache,
-                        answer: Ok(Answer::User {
-                            version,
-                            owner,
-                            body,
-                        }),
-                    };
+            let at = Moment {
+                now: Instant::now(),
+                now_ms: now_ms(),
+                draw: cache::draw(),
+            };
+            match next_step(lookup, at, give_up_waiting, self.policy) {
+                Step::Hit(cached) => break Resolved::cached(cached, Source::Cache),
+                Step::Stale(cached) => {
+                    let stored = cached.stored_ms;
+                    break Resolved::cached(cached, Source::Stale(stored));
                 }
                 Step::NotFound => {
                     break Resolved {
@@ -176,6 +177,26 @@ impl UserService {
                     };
                 }
                 Step::Fill(lease) => break self.fill(id, &lease).await,
+                Step::Refresh(cached, due) => {
+                    match self.cache.take_refresh(id, &cached, at.now_ms).await {
+                        Ok(Some(lease)) => break self.refresh(id, cached, Some(&lease), due).await,
+                        // The entry is fresh: it is still the answer when
+                        // another caller took the lease, or Redis failed.
+                        Ok(None) if due == Due::Early => {
+                            break Resolved::cached(cached, Source::Cache);
+                        }
+                        Err(error) if due == Due::Early => {
+                            log_cache_error("refresh", &error);
+                            break Resolved::cached(cached, Source::Cache);
+                        }
+                        // Changed meanwhile (refreshed, being refreshed, written).
+                        Ok(None) => lookup = self.cache.lookup(id).await,
+                        Err(error) => {
+                            log_cache_error("refresh", &error);
+                            break self.refresh(id, cached, None, due).await;
+                        }
+                    }
+                }
                 Step::WaitUntil(instant) => {
                     tokio::time::sleep_until(instant).await;
                     lookup = self.cache.lookup(id).await;
@@ -198,12 +219,72 @@ impl UserService {
     }
 
     /// The lease holder's miss: read Postgres, then fill if the lease
-    /// survived. The entry is the user's whoever asked.
+    /// survived. The entry is the user's whoever asked. A failed read gives
+    /// the lease back at once, so the next find after Postgres returns fills.
     async fn fill(&self, id: Uuid, lease: &Lease) -> Resolved {
-        let answer = async {
-            let user = self.store.get(id).await?;
-            let body = user.as_ref().map(to_body).transpose()?;
-            self.hooks.pass(Point::BeforeFill).await;
+        let answer = match self.store.get(id).await {
+            Ok(user) => self.store_read(id, Some(lease), user).await,
+            Err(error) => Err(error),
+        };
+        if answer.is_err() {
+            self.give_back(id, lease).await;
+        }
+        Resolved {
+            source: Source::Fill,
+            answer: answer.map_err(Arc::new),
+        }
+    }
+
+    /// A refresh of `cached` under `lease` (none when Redis failed): read
+    /// Postgres within the soft timeout and store what it says, a user that
+    /// is gone included. If Postgres fails or is too slow, the lease is given
+    /// back and `cached` is the answer: stale when it is past its freshness.
+    /// On Lambda the read cannot go on after the response, so it stops here.
+    async fn refresh(&self, id: Uuid, cached: Cached, lease: Option<&Lease>, due: Due) -> Resolved {
+        let read = tokio::time::timeout(self.fail_safe_timeout, self.store.get(id)).await;
+        let read = match read {
+            Ok(Ok(user)) => self.store_read(id, lease, user).await,
+            Ok(Err(error)) if !is_outage(&error) => Err(error),
+            outage => {
+                match outage {
+                    Ok(Err(error)) => log_postgres_outage(&error),
+                    _ => log_postgres_outage(&"no answer within the soft timeout"),
+                }
+                if let Some(lease) = lease {
+                    self.give_back(id, lease).await;
+                }
+                let source = match due {
+                    Due::Early => Source::Cache,
+                    Due::Expired => Source::Stale(cached.stored_ms),
+                };
+                return Resolved::cached(cached, source);
+            }
+        };
+        if let (Err(_), Some(lease)) = (&read, lease) {
+            self.give_back(id, lease).await;
+        }
+        let source = match (lease, due) {
+            (None, _) => Source::Bypass,
+            (Some(_), Due::Early) => Source::Refresh,
+            (Some(_), Due::Expired) => Source::Fill,
+        };
+        Resolved {
+            source,
+            answer: read.map_err(Arc::new),
+        }
+    }
+
+    /// After a Postgres read: stores what it found under `lease` (if the
+    /// lease survived), and returns it as the answer.
+    async fn store_read(
+        &self,
+        id: Uuid,
+        lease: Option<&Lease>,
+        user: Option<User>,
+    ) -> Result<Answer, ApiError> {
+        let body = user.as_ref().map(to_body).transpose()?;
+        self.hooks.pass(Point::BeforeFill).await;
+        if let Some(lease) = lease {
             let entry = match (&user, &body) {
                 (Some(user), Some(body)) => Entry::User {
                     version: user.version,
@@ -212,21 +293,25 @@ impl UserService {
                 },
                 _ => Entry::NotFound,
             };
-            if let Err(error) = self.cache.fill(id, lease, entry).await {
+            if let Err(error) = self.cache.fill(id, lease, entry, now_ms()).await {
                 log_cache_error("fill", &error);
             }
-            Ok::<_, ApiError>(match (user, body) {
-                (Some(user), Some(body)) => Answer::User {
-                    version: user.version,
-                    owner: user.owner,
-                    body,
-                },
-                _ => Answer::Missing,
-            })
-        };
-        Resolved {
-            source: Source::Fill,
-            answer: answer.await.map_err(Arc::new),
+        }
+        Ok(match (user, body) {
+            (Some(user), Some(body)) => Answer::User {
+                version: user.version,
+                owner: user.owner,
+                body,
+            },
+            _ => Answer::Missing,
+        })
+    }
+
+    /// Gives a lease back after a failed fill or refresh; if Redis fails
+    /// here, the lease expires by itself.
+    async fn give_back(&self, id: Uuid, lease: &Lease) {
+        if let Err(error) = self.cache.give_back(id, lease).await {
+            log_cache_error("give back", &error);
         }
     }
 
@@ -249,21 +334,13 @@ impl UserService {
     }
 }
 
+fn log_postgres_outage(error: &dyn std::fmt::Display) {
+    lambda_http::tracing::warn!(error = %error, "postgres unavailable, answering the kept entry");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    /// `now`, and a deadline that is `left` later (or earlier, when negative).
-    fn times(left_ms: i64) -> (Instant, Instant) {
-        let now = Instant::now() + Duration::from_secs(10);
-        let deadline = if left_ms >= 0 {
-            now + Duration::from_millis(left_ms.unsigned_abs())
-        } else {
-            now - Duration::from_millis(left_ms.unsigned_abs())
-        };
-        (now, deadline)
-    }
 
     #[test]
     fn each_caller_of_a_flight_gets_its_own_cache_status() {
@@ -280,6 +357,18 @@ mod tests {
             (Source::Cache, user(), CacheStatus::Hit, CacheStatus::Hit),
             (Source::Fill, user(), CacheStatus::Miss, CacheStatus::Hit),
             (Source::Fill, failed(), CacheStatus::Miss, CacheStatus::Miss),
+            (
+                Source::Refresh,
+                user(),
+                CacheStatus::Refresh,
+                CacheStatus::Hit,
+            ),
+            (
+                Source::Stale(0),
+                user(),
+                CacheStatus::Stale,
+                CacheStatus::Stale,
+            ),
             (
                 Source::ReadThrough,
                 user(),
@@ -304,6 +393,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_a_stale_answer_has_an_age_counted_from_when_its_entry_was_stored() {
+        // Arrange
+        let resolved = |source| Resolved {
+            source,
+            answer: Ok(Answer::Missing),
+        };
+
+        // Act and assert
+        assert_eq!(resolved(Source::Stale(10_000)).age(72_999), Some(62));
+        assert_eq!(resolved(Source::Stale(10_000)).age(9_000), Some(0));
+        assert_eq!(resolved(Source::Cache).age(72_999), None);
+        assert_eq!(resolved(Source::Refresh).age(72_999), None);
+    }
+
     /// Compiles only if many requests can share the service on a
     /// multi-thread runtime: `UserService` is `Send + Sync`, `find` is `Send`.
     #[test]
@@ -312,116 +416,5 @@ mod tests {
         fn send<T: Send>(_: &T) {}
         send_sync::<UserService>();
         let _ = |service: &UserService, caller: &Caller| send(&service.find(caller, Uuid::nil()));
-    }
-
-    #[test]
-    fn hits_negative_entries_and_leases_decide_the_same_before_and_after_the_deadline() {
-        for left in [40, 0, -5] {
-            // Arrange
-            let (now, deadline) = times(left);
-
-            // Act
-            let hit = next_step(
-                Ok(Lookup::Hit {
-                    version: 7,
-                    owner: Some("ada".into()),
-                    body: b"{}".to_vec(),
-                }),
-                now,
-                deadline,
-            );
-            let negative = next_step(Ok(Lookup::NotFound), now, deadline);
-            let leased = next_step(Ok(Lookup::Leased(Lease::new())), now, deadline);
-
-            // Assert
-            assert!(
-                matches!(hit, Step::Hit { version: 7, ref owner, ref body } if body == b"{}" && owner.as_deref() == Some("ada")),
-                "{left} ms left: {hit:?}"
-            );
-            assert!(
-                matches!(negative, Step::NotFound),
-                "{left} ms left: {negative:?}"
-            );
-            assert!(
-                matches!(leased, Step::Fill(_)),
-                "{left} ms left: {leased:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn while_another_fills_a_miss_polls_until_the_deadline_and_never_past_it() {
-        // Arrange
-        let (now, far) = times(40);
-        let (_, near) = times(1);
-
-        // Act
-        let early = next_step(Ok(Lookup::Filling), now, far);
-        let late = next_step(Ok(Lookup::Filling), now, near);
-
-        // Assert
-        assert!(
-            matches!(early, Step::WaitUntil(at) if at == now + FILL_POLL),
-            "{early:?}"
-        );
-        assert!(
-            matches!(late, Step::WaitUntil(at) if at == near),
-            "{late:?}"
-        );
-    }
-
-    #[test]
-    fn once_the_wait_is_over_a_miss_reads_postgres_without_filling() {
-        for left in [0, -5] {
-            // Arrange
-            let (now, deadline) = times(left);
-
-            // Act
-            let step = next_step(Ok(Lookup::Filling), now, deadline);
-
-            // Assert
-            assert!(
-                matches!(step, Step::ReadThrough),
-                "{left} ms left: {step:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn during_a_write_a_miss_reads_postgres_at_once_without_filling() {
-        for left in [40, 0, -5] {
-            // Arrange
-            let (now, deadline) = times(left);
-
-            // Act
-            let step = next_step(Ok(Lookup::Writing), now, deadline);
-
-            // Assert
-            assert!(
-                matches!(step, Step::ReadThrough),
-                "{left} ms left: {step:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn an_unreadable_value_is_replaced_and_a_redis_failure_bypasses_the_cache() {
-        // Arrange
-        let (now, deadline) = times(40);
-        let timeout = CacheError::Timeout(Duration::from_millis(50));
-
-        // Act
-        let unreadable = next_step(Ok(Lookup::Unreadable(b"x".to_vec())), now, deadline);
-        let failed = next_step(Err(timeout), now, deadline);
-
-        // Assert
-        assert!(
-            matches!(unreadable, Step::Replace(ref value) if value == b"x"),
-            "{unreadable:?}"
-        );
-        assert!(
-            matches!(failed, Step::Bypass(CacheError::Timeout(_))),
-            "{failed:?}"
-        );
     }
 }

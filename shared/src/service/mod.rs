@@ -2,8 +2,10 @@
 //! it; it calls the store (Postgres) and the cache (Redis).
 //!
 //! - [`find`](UserService::find) (`find.rs`): a hit is answered from Redis; a
-//!   miss takes the key's fill lease, reads Postgres and fills; simultaneous
-//!   finds of one user in the process share that work (`flight.rs`);
+//!   miss takes the key's fill lease, reads Postgres and fills; an entry
+//!   past its freshness is refreshed, or answered stale when Postgres fails;
+//!   the decision per key state is `decide.rs`; simultaneous finds of one
+//!   user in the process share that work (`flight.rs`);
 //! - [`create`](UserService::create), [`update`](UserService::update) and
 //!   [`delete`](UserService::delete) (`write.rs`): a write to an existing user
 //!   runs under the key's write guard; a write with an `Idempotency-Key` is
@@ -13,10 +15,12 @@
 //! Together they guarantee that once `update` or `delete` has returned
 //! success, no later `find` returns the previous value: docs/cache.md.
 
+mod decide;
 mod find;
 mod flight;
 mod write;
 
+pub use decide::EagerRefresh;
 pub use find::Found;
 pub use write::Respond;
 
@@ -44,6 +48,11 @@ pub struct UserService {
     cache: UserCache,
     /// How long a miss waits for another caller's fill (`CACHE_FILL_WAIT_MS`).
     fill_wait: Duration,
+    /// Eager refresh and fail-safe, as `find`'s decision needs them.
+    policy: decide::Policy,
+    /// How long a refresh waits for Postgres before answering the entry it
+    /// has (`CACHE_FAIL_SAFE_TIMEOUT_MS`).
+    fail_safe_timeout: Duration,
     /// The finds in flight in this process, shared by the service's clones.
     flights: Arc<Flights<Uuid, Arc<find::Resolved>>>,
     hooks: Hooks,
@@ -55,6 +64,11 @@ impl UserService {
             store,
             cache,
             fill_wait: config.fill_wait,
+            policy: decide::Policy {
+                eager: EagerRefresh::from_percent(config.eager_refresh_percent),
+                fail_safe: !config.fail_safe.is_zero(),
+            },
+            fail_safe_timeout: config.fail_safe_timeout,
             flights: Arc::new(Flights::new()),
             hooks: Hooks::default(),
         }
@@ -86,6 +100,12 @@ impl UserService {
         } else {
             self.hooks.pause_at(point, pause);
         }
+    }
+
+    /// Refreshes entries early by `eager` instead of the configured
+    /// threshold (the bench compares XFetch with it).
+    pub fn set_eager_refresh(&mut self, eager: EagerRefresh) {
+        self.policy.eager = eager;
     }
 
     pub fn store(&self) -> &UserStore {

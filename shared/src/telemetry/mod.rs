@@ -32,6 +32,12 @@ pub enum CacheStatus {
     Miss,
     /// Redis was unavailable; read from Postgres without it.
     Bypass,
+    /// Served from Redis past its freshness: Postgres failed, or another
+    /// caller was refreshing the entry.
+    Stale,
+    /// Read from Postgres shortly before the entry's freshness ended, and
+    /// stored (eager refresh).
+    Refresh,
 }
 
 impl CacheStatus {
@@ -40,6 +46,8 @@ impl CacheStatus {
             Self::Hit => "hit",
             Self::Miss => "miss",
             Self::Bypass => "bypass",
+            Self::Stale => "stale",
+            Self::Refresh => "refresh",
         }
     }
 }

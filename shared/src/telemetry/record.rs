@@ -37,16 +37,18 @@ impl Record {
         );
     }
 
-    /// The EMF line, dimension `Function`. The cache outcome is three
+    /// The EMF line, dimension `Function`. The cache outcome is five
     /// 0-or-1 counts, so the average of `CacheHit` is the hit ratio. Only
     /// what the request did is declared.
     pub fn emf_line(&self, namespace: &str) -> String {
-        let mut metrics = Vec::with_capacity(6);
+        let mut metrics = Vec::with_capacity(8);
         if let Some(cache) = self.measured.cache {
             for (name, outcome) in [
                 ("CacheHit", CacheStatus::Hit),
                 ("CacheMiss", CacheStatus::Miss),
                 ("CacheBypass", CacheStatus::Bypass),
+                ("CacheStale", CacheStatus::Stale),
+                ("CacheRefresh", CacheStatus::Refresh),
             ] {
                 metrics.push((name, f64::from(u8::from(cache == outcome)), Unit::Count));
             }
@@ -86,7 +88,7 @@ mod tests {
     }
 
     #[test]
-    fn the_emf_line_reports_the_cache_outcome_as_three_counts() {
+    fn the_emf_line_reports_the_cache_outcome_as_five_counts() {
         // Arrange
         let measured = Measured {
             cache: Some(CacheStatus::Bypass),
@@ -103,6 +105,8 @@ mod tests {
         assert_eq!(line["CacheHit"], 0.0);
         assert_eq!(line["CacheMiss"], 0.0);
         assert_eq!(line["CacheBypass"], 1.0);
+        assert_eq!(line["CacheStale"], 0.0);
+        assert_eq!(line["CacheRefresh"], 0.0);
         assert_eq!(line["PostgresLatency"], 2.5);
         assert_eq!(line["RedisLatency"], 50.0);
         assert_eq!(line["ColdStart"], 1.0);
@@ -111,7 +115,7 @@ mod tests {
         let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap();
-        assert_eq!(declared.len(), 6);
+        assert_eq!(declared.len(), 8);
         assert!(line["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
     }
 
