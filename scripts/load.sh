@@ -6,7 +6,7 @@
 # report, also saved to target/load/report.md. Extra arguments go to the
 # driver, e.g.
 #
-#   scripts/load.sh                    # 32 find-user environments, 400/s, 60 s
+#   scripts/load.sh                    # 32 find-user environments, 1000/s, 60 s
 #   scripts/load.sh --smoke            # seconds, for CI
 #   scripts/load.sh --saturate --duration 0 --costs 0   # find the knee
 #   scripts/load.sh --slots 8 --find-envs 4             # LMI-style environments

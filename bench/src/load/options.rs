@@ -13,12 +13,12 @@ users-api-bench load [options]
   --users N          users the finds and updates choose from (10000)
   --zipf S           Zipf exponent of that choice (1.0)
   --mix F,U,C,D[,L]  shares of find, update, create, delete[, list] (95,3,1,1)
-  --rate R           arrivals per second, Poisson (400)
+  --rate R           arrivals per second, Poisson (1000)
   --duration S       seconds of load (60; 0 skips it)
   --costs N          requests of each kind in the cost phases (2000; 0 skips them)
   --cost-rate R      their rate per second (400)
   --saturate         step the rate up until p99 passes --p99-ms (or errors appear)
-  --start-rate R     the first step's rate (400)
+  --start-rate R     the first step's rate (1000)
   --factor X         each step's rate over the last (1.5)
   --step-seconds S   seconds per step (15)
   --p99-ms MS        the p99 bound (50)
@@ -65,7 +65,7 @@ impl Options {
             users: 10_000,
             zipf: 1.0,
             mix: crate::load::default_mix(),
-            rate: 400.0,
+            rate: 1_000.0,
             duration: Duration::from_secs(60),
             costs: 2_000,
             cost_rate: 400.0,
@@ -81,7 +81,7 @@ impl Options {
         };
         let mut shown = Vec::new();
         let mut saturate = Saturate {
-            start: 400.0,
+            start: 1_000.0,
             factor: 1.5,
             step: Duration::from_secs(15),
             bound: Duration::from_millis(50),
