@@ -178,6 +178,13 @@ impl Delta {
     }
 }
 
+/// The keys in Redis and its `used_memory` (bytes): what a cached user takes.
+pub async fn memory(redis: &mut redis::aio::MultiplexedConnection) -> Result<(u64, u64), BoxError> {
+    let keys: u64 = redis::cmd("DBSIZE").query_async(redis).await?;
+    let info: String = redis::cmd("INFO").arg("memory").query_async(redis).await?;
+    Ok((keys, info_field(&info, "used_memory")))
+}
+
 /// `utime + stime` of a process in clock ticks; 0 once it is gone.
 pub fn ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

@@ -53,6 +53,9 @@ pub struct Results {
     pub load: Option<Phase>,
     pub steps: Vec<Phase>,
     pub verdict: history::Verdict,
+    /// Keys in the load's Redis at the end, and its `used_memory` in bytes
+    /// over that of the empty server.
+    pub redis_memory: (u64, u64),
 }
 
 /// Runs `users-api-bench load ARGS`; the report goes to `--out` or stdout.
@@ -135,6 +138,7 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
     let mut fleet = Fleet::start(&options.bin_dir, shape, &env, done).await?;
     let pids = fleet.pids();
     let mut redis = servers.redis().await?;
+    let (_, empty_memory) = metrics::memory(&mut redis).await?;
     let mut history = History::default();
     let mut stage = Stage {
         router: fleet.router(),
@@ -242,6 +246,8 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
         return Err("an environment exited during the run".into());
     }
     drop(stage);
+    let (keys, used) = metrics::memory(&mut redis).await?;
+    let redis_memory = (keys, used.saturating_sub(empty_memory));
     let verdict = history.check();
     Ok(Results {
         options,
@@ -249,6 +255,7 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
         load,
         steps,
         verdict,
+        redis_memory,
     })
 }
 

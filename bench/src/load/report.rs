@@ -70,6 +70,14 @@ fn run(out: &mut String, results: &Results) {
     for (key, value) in rows {
         let _ = writeln!(out, "| {key} | {value} |");
     }
+    let (keys, used) = results.redis_memory;
+    let _ = writeln!(
+        out,
+        "| Redis memory at the end | {keys} keys, used_memory {:.1} MiB over the empty \
+         server's: {:.0} bytes per key |",
+        used as f64 / 1_048_576.0,
+        used as f64 / keys.max(1) as f64
+    );
 }
 
 fn costs(out: &mut String, phases: &[Phase]) {

@@ -29,6 +29,8 @@ pub struct Servers {
 impl Servers {
     pub async fn start() -> Result<Self, BoxError> {
         let admin_url = test_support::admin_database_url();
+        let schema = format!("load_{}", Uuid::new_v4().simple());
+        let database_url = database_url(&admin_url, &schema)?;
         let admin = connect(&admin_url).await?;
         let exists = admin
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
@@ -40,8 +42,6 @@ impl Servers {
                 .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
                 .await;
         }
-        let schema = format!("load_{}", Uuid::new_v4().simple());
-        let database_url = database_url(&admin_url, &schema)?;
         let mut migrator = connect(&database_url).await?;
         migrator
             .batch_execute(&format!("CREATE SCHEMA {schema}"))
@@ -92,9 +92,14 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, BoxError> {
 /// set to `schema`.
 fn database_url(admin_url: &str, schema: &str) -> Result<String, BoxError> {
     let admin: tokio_postgres::Config = admin_url.parse()?;
+    // The load stays on this machine.
     let host = match admin.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => return Err("TEST_DATABASE_URL must name a TCP host".into()),
+        Some(tokio_postgres::config::Host::Tcp(host))
+            if matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") =>
+        {
+            host.clone()
+        }
+        _ => return Err("TEST_DATABASE_URL must name a loopback host".into()),
     };
     let port = admin.get_ports().first().copied().unwrap_or(5432);
     let user = admin.get_user().unwrap_or("postgres");
