@@ -93,6 +93,10 @@ impl Outcome {
 pub struct Shape {
     pub environments: [usize; 5],
     pub slots: usize,
+    /// A deliberately broken deployment, to see the checker fail: the write
+    /// functions get this `CACHE_KEY_PREFIX`, so their guards and
+    /// invalidations miss the keys the finds read.
+    pub writers_prefix: Option<&'static str>,
 }
 
 pub struct Fleet {
@@ -127,6 +131,12 @@ impl Fleet {
             fleet.queues.push(queue);
             let jobs = Arc::new(Mutex::new(jobs));
             let binary = bin_dir.join(name);
+            let mut env = env.clone();
+            if let Some(prefix) = shape.writers_prefix
+                && *name != "find-user"
+            {
+                env.push(("CACHE_KEY_PREFIX".to_owned(), prefix.to_owned()));
+            }
             let function = Function {
                 name,
                 binary: &binary,

@@ -121,6 +121,7 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
             options.envs,
         ],
         slots: options.slots,
+        writers_prefix: options.break_invalidation.then_some("load-writers"),
     };
     let env = vec![
         ("DATABASE_URL".to_owned(), servers.database_url.clone()),

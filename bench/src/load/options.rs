@@ -26,7 +26,10 @@ users-api-bench load [options]
   --seed N           the generator's seed
   --bin-dir DIR      the release function binaries (default: beside this one)
   --out FILE         the markdown report (default: stdout)
-  --smoke            a few seconds with few environments, for CI";
+  --smoke            a few seconds with few environments, for CI
+  --break-invalidation  give the write functions another CACHE_KEY_PREFIX, so that
+                     their writes leave the finds' entries in place: the checker
+                     must then report stale reads (the run fails)";
 
 pub struct Saturate {
     pub start: f64,
@@ -52,6 +55,7 @@ pub struct Options {
     pub bin_dir: PathBuf,
     pub out: Option<PathBuf>,
     pub smoke: bool,
+    pub break_invalidation: bool,
     /// The arguments as given (but `--bin-dir` and `--out`), for the report.
     pub command: String,
 }
@@ -77,6 +81,7 @@ impl Options {
                 .to_owned(),
             out: None,
             smoke: false,
+            break_invalidation: false,
             command: String::new(),
         };
         let mut shown = Vec::new();
@@ -131,6 +136,7 @@ impl Options {
                     options.costs = 100;
                     options.cost_rate = 200.0;
                 }
+                "--break-invalidation" => options.break_invalidation = true,
                 "--help" | "-h" => return Err(USAGE.into()),
                 other => return Err(format!("unknown argument {other}\n{USAGE}").into()),
             }

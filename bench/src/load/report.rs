@@ -62,9 +62,14 @@ fn run(out: &mut String, results: &Results) {
         ),
         (
             "function settings",
-            "code defaults (as the template), own database schema, CACHE_KEY_PREFIX and \
-             redis-server"
-                .to_owned(),
+            if o.break_invalidation {
+                "BROKEN ON PURPOSE (--break-invalidation): the write functions use another \
+                 CACHE_KEY_PREFIX than find-user"
+            } else {
+                "code defaults (as the template), own database schema, CACHE_KEY_PREFIX and \
+                 redis-server"
+            }
+            .to_owned(),
         ),
     ];
     for (key, value) in rows {
