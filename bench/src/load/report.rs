@@ -144,9 +144,10 @@ fn load(out: &mut String, results: &Results, rows: &[&Phase]) {
         out,
         "\n### Load ({} find-user environments, {} of each other function, {} at once each)\n\n\
          | phase | s | offered /s | achieved /s | p50 ms | p99 ms | p99.9 ms | queued p99 ms | sender lag p99 ms | \
+         function mean ms | busy slots | \
          find x-cache | answers | Postgres tx/s | Postgres conns | Redis requests / commands per s | Redis KB/s in / out | \
          CPU s: functions / Redis / Postgres backends / all postgres / driver |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
         o.find_envs, o.envs, o.slots
     );
     for phase in rows {
@@ -154,7 +155,7 @@ fn load(out: &mut String, results: &Results, rows: &[&Phase]) {
         let s = phase.wall.as_secs_f64().max(f64::EPSILON);
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.0} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {:.0} | {} | {:.0} / {:.0} | {:.0} / {:.0} | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} |",
             phase.name,
             phase.wall.as_secs_f64(),
             phase.offered,
@@ -164,6 +165,9 @@ fn load(out: &mut String, results: &Results, rows: &[&Phase]) {
             ms(phase.p(0.999)),
             ms(quantile(&phase.queued, 0.99)),
             ms(quantile(&phase.lag, 0.99)),
+            phase.duration.mean() / 1e6,
+            // Little's law: the slots busy on average, from the durations.
+            phase.duration.mean() / 1e9 * phase.duration.len() as f64 / s,
             cache_mix(phase),
             statuses(phase),
             d.pg_transactions as f64 / s,
