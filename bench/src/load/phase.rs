@@ -114,7 +114,8 @@ pub async fn run(
     };
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut total: Option<u64> = None;
-    let mut deadline = started + planned + DRAIN_LIMIT;
+    // A starved generator may run late; it gets twice its time, then stops.
+    let mut deadline = started + 2 * planned + DRAIN_LIMIT;
     let mut last_answer = started;
     while total.is_none_or(|total| phase.answered < total) && Instant::now() < deadline {
         tokio::select! {
@@ -135,6 +136,7 @@ pub async fn run(
             }
         }
     }
+    generator.abort();
     phase.sent = sent.load(Ordering::Relaxed);
     phase.wall = last_answer.saturating_duration_since(started);
     eprintln!();
