@@ -31,6 +31,7 @@ mod footprint;
 mod handlers;
 mod latency;
 mod lifecycle;
+mod load;
 mod measure;
 mod offload;
 mod process;
@@ -83,6 +84,9 @@ impl Options {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        return load_main();
+    }
     let options = match parse_options() {
         Ok(options) => options,
         Err(error) => {
@@ -116,6 +120,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("users-api-bench: failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `users-api-bench load ...`: see `load/mod.rs`.
+fn load_main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("users-api-bench load: tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(load::main(std::env::args().skip(2).collect())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("users-api-bench load: {error}");
             ExitCode::FAILURE
         }
     }

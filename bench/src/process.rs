@@ -24,7 +24,7 @@ pub struct Function<'a> {
 }
 
 impl Function<'_> {
-    fn spawn(&self, stub: &RuntimeStub) -> std::io::Result<Child> {
+    pub fn spawn(&self, stub: &RuntimeStub) -> std::io::Result<Child> {
         Command::new(self.binary)
             .env_clear()
             .env("AWS_LAMBDA_RUNTIME_API", stub.address.to_string())

@@ -40,6 +40,10 @@ pub struct Completion {
     pub status: Option<u16>,
     /// Its `x-cache` header, when it has one.
     pub cache: Option<String>,
+    /// Its `ETag` header (`"3"`: the user's version), when it has one.
+    pub etag: Option<String>,
+    /// Its `body` (the user's JSON, or an error's).
+    pub body: Option<String>,
 }
 
 struct Event {
@@ -96,11 +100,15 @@ impl RuntimeStub {
         })
     }
 
-    /// Queues an API Gateway event for the next poll.
-    pub fn push(&mut self, body: String) {
+    /// Queues an API Gateway event for the next poll; returns its request id.
+    pub fn push(&mut self, body: String) -> String {
         self.next_id += 1;
         let request_id = format!("00000000-0000-4000-8000-{:012}", self.next_id);
-        let _ = self.events.send(Event { request_id, body });
+        let _ = self.events.send(Event {
+            request_id: request_id.clone(),
+            body,
+        });
+        request_id
     }
 
     /// When the function next polled for an event, waiting at most `limit`.
@@ -117,6 +125,12 @@ impl RuntimeStub {
             .await
             .ok()
             .flatten()
+    }
+
+    /// The next answer the function posted, however long that takes; `None`
+    /// once the stub's server is gone.
+    pub async fn completion(&mut self) -> Option<Completion> {
+        self.completions.recv().await
     }
 
     /// The most events the function had been handed and not yet answered at
@@ -187,6 +201,8 @@ async fn answer(
         latency: at - handed_out,
         status: answer.status,
         cache: answer.cache,
+        etag: answer.etag,
+        body: answer.body,
     });
     Ok(plain(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
 }
@@ -233,6 +249,8 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
 struct Answer {
     status: Option<u16>,
     cache: Option<String>,
+    etag: Option<String>,
+    body: Option<String>,
 }
 
 impl Answer {
@@ -247,6 +265,8 @@ impl Answer {
             cache: value["headers"][users_api::http::X_CACHE]
                 .as_str()
                 .map(str::to_owned),
+            etag: value["headers"]["etag"].as_str().map(str::to_owned),
+            body: value["body"].as_str().map(str::to_owned),
         }
     }
 }
@@ -350,11 +370,15 @@ mod tests {
 
     #[test]
     fn status_and_x_cache_are_read_from_an_api_gateway_response() {
-        let hit = Answer::of(br#"{"statusCode":200,"headers":{"x-cache":"hit"}}"#);
+        let hit = Answer::of(
+            br#"{"statusCode":200,"headers":{"x-cache":"hit","etag":"\"3\""},"body":"{}"}"#,
+        );
         let no_content = Answer::of(br#"{"statusCode":204,"headers":{}}"#);
 
         assert_eq!(hit.status, Some(200));
         assert_eq!(hit.cache.as_deref(), Some("hit"));
+        assert_eq!(hit.etag.as_deref(), Some("\"3\""));
+        assert_eq!(hit.body.as_deref(), Some("{}"));
         assert_eq!(no_content.status, Some(204));
         assert_eq!(no_content.cache, None);
         assert_eq!(Answer::of(br#"{"errorType":"x"}"#), Answer::default());
