@@ -154,25 +154,16 @@ impl Cached {
 pub(crate) fn decode(value: Vec<u8>) -> Stored {
     match value.first() {
         Some(&VALUE | &REFRESHING) => match decode_user(&value) {
-            Some((
-                stored_ms,
-                fresh_until_ms,
-                refreshing_until_ms,
-                entry_start,
-                version,
-                body_start,
-                owner,
-            )) if crate::user::is_user_body(&value[body_start..]) => {
-                let owner = owner.map(str::to_owned);
+            Some(parts) if crate::user::is_user_body(&value[parts.body_start..]) => {
                 Stored::User(Cached {
-                    version,
-                    owner,
-                    stored_ms,
-                    fresh_until_ms,
-                    refreshing_until_ms,
+                    version: parts.version,
+                    owner: parts.owner.map(str::to_owned),
+                    stored_ms: parts.stored_ms,
+                    fresh_until_ms: parts.fresh_until_ms,
+                    refreshing_until_ms: parts.refreshing_until_ms,
+                    entry_start: parts.entry_start,
+                    body_start: parts.body_start,
                     value,
-                    entry_start,
-                    body_start,
                 })
             }
             _ => Stored::Unreadable(value),
@@ -184,10 +175,16 @@ pub(crate) fn decode(value: Vec<u8>) -> Stored {
     }
 }
 
-/// The parts of a user's value: stored and fresh-until times, the refresh
-/// lease's deadline, where the entry starts, the version, where the body
-/// starts, the owner.
-type UserParts<'a> = (u64, u64, Option<u64>, usize, i64, usize, Option<&'a str>);
+/// The parts of a user's value, borrowed from it (see [`Cached`]).
+struct UserParts<'a> {
+    stored_ms: u64,
+    fresh_until_ms: u64,
+    refreshing_until_ms: Option<u64>,
+    entry_start: usize,
+    version: i64,
+    body_start: usize,
+    owner: Option<&'a str>,
+}
 
 fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
     let (refreshing_until_ms, entry_start) = if value.first() == Some(&REFRESHING) {
@@ -204,7 +201,7 @@ fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
     let (version, owner, body_start) = split_header(value, rest)?;
     let stored_ms = u64::try_from(stored).ok()?;
     let fresh_until_ms = stored_ms.checked_add(u64::try_from(fresh).ok()?)?;
-    Some((
+    Some(UserParts {
         stored_ms,
         fresh_until_ms,
         refreshing_until_ms,
@@ -212,7 +209,7 @@ fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
         version,
         body_start,
         owner,
-    ))
+    })
 }
 
 /// `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`, the
