@@ -42,7 +42,7 @@ pub(super) struct Resolved {
     answer: Result<Answer, Arc<ApiError>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Answer {
     User {
         version: i64,
@@ -138,19 +138,23 @@ impl UserService {
         let (resolved, role) = self.flights.run(&id, || self.resolve(id)).await;
         let cache = resolved.status(role);
         telemetry::record_cache(cache);
-        match &resolved.answer {
+        let age = resolved.age(now_ms());
+        // A caller alone in its flight takes the answer; members copy it.
+        let answer = Arc::try_unwrap(resolved)
+            .map_or_else(|shared| shared.answer.clone(), |alone| alone.answer);
+        match answer {
             Ok(Answer::User {
                 version,
                 owner,
                 body,
             }) if caller.may_see(owner.as_deref()) => Ok(Found {
-                body: body.clone(),
-                version: *version,
+                body,
+                version,
                 cache,
-                age: resolved.age(now_ms()),
+                age,
             }),
             Ok(_) => Err(ApiError::NotFound(id)),
-            Err(error) => Err(ApiError::shared(error)),
+            Err(error) => Err(ApiError::shared(&error)),
         }
     }
 

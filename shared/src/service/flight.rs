@@ -214,6 +214,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lone_caller_gets_the_only_reference_to_its_result() {
+        // Arrange
+        let flights = Flights::<u32, Arc<String>>::new();
+
+        // Act
+        let (result, role) = flights
+            .run(&7, || async { Arc::new("user".to_owned()) })
+            .await;
+
+        // Assert: nothing of the flight keeps it, so `find` can take the
+        // body instead of copying it.
+        assert_eq!(role, Role::Leader);
+        assert_eq!(Arc::strong_count(&result), 1);
+    }
+
+    #[tokio::test]
     async fn callers_arriving_while_a_flight_runs_share_the_next_one_and_not_the_running_one() {
         // Arrange: each run of the work answers how many runs there were.
         let flights = Flights::<u32, u32>::new();
