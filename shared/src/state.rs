@@ -24,14 +24,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Reads the environment and connects. Fails only on bad configuration:
-    /// with Redis down the function serves from Postgres; with Postgres down it
-    /// answers 503 until Postgres is back (the pool retries on each request).
-    pub async fn from_env() -> Result<Self, lambda_http::Error> {
-        let config = Config::from_env()?;
-        Self::connect(&config).await
-    }
-
+    /// Connects with `config`. Fails only on bad configuration: with Redis
+    /// down the function serves from Postgres; with Postgres down it answers
+    /// 503 until Postgres is back (the pool retries on each request).
     pub async fn connect(config: &Config) -> Result<Self, lambda_http::Error> {
         let mut postgres = config.postgres.clone();
         if let Some(secret) = &postgres.secret {

@@ -23,6 +23,7 @@ mod shutdown;
 
 pub use shutdown::sigterm;
 
+use crate::config::Config;
 use crate::state::AppState;
 use flush::{FlushAfterResponse, InFlight};
 use guard::{Guarded, answer_panics};
@@ -59,7 +60,8 @@ where
     Fut: Future<Output = Result<Response<Body>, Error>> + Send + 'static,
 {
     lambda_http::tracing::init_default_subscriber();
-    let runtime = if max_concurrency() > 1 {
+    let config = Config::from_env()?;
+    let runtime = if config.concurrency > 1 {
         tokio::runtime::Builder::new_multi_thread()
     } else {
         tokio::runtime::Builder::new_current_thread()
@@ -68,7 +70,7 @@ where
     .build()?;
     runtime.block_on(async move {
         // Lent to every invocation for the life of the process.
-        let state: &'static AppState = Box::leak(Box::new(AppState::from_env().await?));
+        let state: &'static AppState = Box::leak(Box::new(AppState::connect(&config).await?));
         run(state, handler, shutdown::sigterm()?).await
     })
 }
@@ -122,14 +124,4 @@ where
             Ok(())
         }
     }
-}
-
-/// `AWS_LAMBDA_MAX_CONCURRENCY`, as `lambda_runtime` reads it: 1 when unset
-/// or not a positive number.
-fn max_concurrency() -> u32 {
-    std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|&value| value > 0)
-        .unwrap_or(1)
 }
