@@ -38,7 +38,6 @@ mod process;
 mod refresh;
 mod report;
 mod spinner;
-mod stub;
 mod world;
 
 use fixtures::Zipf;

@@ -5,11 +5,11 @@
 //! busy with several invocations in flight.
 
 use crate::measure::{BoxError, histogram, record};
-use crate::stub::RuntimeStub;
 use hdrhistogram::Histogram;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+use test_support::runtime_stub::RuntimeStub;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -68,7 +68,7 @@ pub async fn cold_start(function: &Function<'_>, event: String) -> Result<ColdSt
             .await
             .ok_or_else(|| format!("{} never answered", function.name))?;
         Ok::<_, BoxError>(ColdStart {
-            ready: ready - spawned,
+            ready: ready.at - spawned,
             first_response: completion.at - spawned,
             status: completion.status,
         })

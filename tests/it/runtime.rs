@@ -1,5 +1,5 @@
 //! The functions' runtime (`users_api::runtime::run`) against a Lambda
-//! Runtime API on loopback (`test_support::runtime_api`), which hands out
+//! Runtime API on loopback (`test_support::runtime_stub`), which hands out
 //! events to as many workers at once as poll: telemetry after each response,
 //! many invocations at once per environment without mixing, panic isolation
 //! and graceful shutdown.
@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::capture::Captured;
-use test_support::runtime_api::{RuntimeApi, Seen};
+use test_support::runtime_stub::{Completion, RuntimeStub};
 use test_support::{FIXTURE_ID, TestEnv, create_user, fixture};
 use users_api::AppState;
 use users_api::hooks::{PausePoint, Point};
@@ -36,33 +36,45 @@ fn find_event(id: Uuid) -> String {
     fixture("find-user.v2").replace(FIXTURE_ID, &id.to_string())
 }
 
-/// The answers posted, by request id, until `count` have come; polls and
-/// registrations are skipped.
-async fn answers(
-    api: &mut RuntimeApi,
-    count: usize,
-) -> HashMap<String, (serde_json::Value, String)> {
+/// Points the process's Lambda environment at `stub`, as the function
+/// `function`, serving `concurrency` invocations at once.
+///
+/// # Safety
+///
+/// Sets process environment variables: call it before anything else runs
+/// in the process (nextest runs each test in a process of its own).
+unsafe fn configure_process(stub: &RuntimeStub, function: &str, concurrency: usize) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        std::env::set_var("AWS_LAMBDA_RUNTIME_API", stub.address.to_string());
+        std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", function);
+        std::env::set_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048");
+        std::env::set_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
+        std::env::set_var("AWS_LAMBDA_MAX_CONCURRENCY", concurrency.to_string());
+    }
+}
+
+/// The answers posted, by request id, until `count` have come; each must be
+/// an API Gateway response, not an invocation error.
+async fn answers(stub: &mut RuntimeStub, count: usize) -> HashMap<String, Completion> {
     let mut posted = HashMap::new();
     while posted.len() < count {
-        match api.next_seen(LIMIT).await {
-            Some(Seen::Posted {
-                request_id,
-                error,
-                body,
-                snapshot,
-            }) => {
-                assert!(
-                    !error,
-                    "{request_id} answered as an invocation error: {body}"
-                );
-                let answer = serde_json::from_str(&body).expect("a JSON answer");
-                posted.insert(request_id, (answer, snapshot));
-            }
-            Some(_) => {}
-            None => panic!("only {} of {count} answers within {LIMIT:?}", posted.len()),
-        }
+        let Some(completion) = stub.next_completion(LIMIT).await else {
+            panic!("only {} of {count} answers within {LIMIT:?}", posted.len());
+        };
+        assert!(
+            completion.status.is_some(),
+            "{} answered as an invocation error",
+            completion.request_id
+        );
+        posted.insert(completion.request_id.clone(), completion);
     }
     posted
+}
+
+/// The JSON body of an answer.
+fn body_of(completion: &Completion) -> serde_json::Value {
+    serde_json::from_str(completion.body.as_deref().unwrap_or_default()).expect("a JSON body")
 }
 
 /// The JSON log records of invocations in `logs`, by request id (the
@@ -93,51 +105,36 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     let logs = Captured::default();
     let _guard = logs.install(tracing::Level::INFO);
     let snapshot = (metrics.clone(), logs.clone());
-    let mut api = RuntimeApi::start(move || {
+    let mut stub = RuntimeStub::observing("find-user", move || {
         format!("{}\n--logs--\n{}", snapshot.0.text(), snapshot.1.text())
     })
-    .await;
+    .await
+    .unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { api.configure_process("find-user", 1) };
-    api.queue("req-1", find_event(id));
+    unsafe { configure_process(&stub, "find-user", 1) };
+    let request_id = stub.push(find_event(id));
 
     // Act: run the runtime until it answers and polls for the next event.
     let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
     let observed = async {
-        let mut seen = Vec::new();
-        while let Some(next) = api.next_seen(LIMIT).await {
-            let second_poll = matches!(next, Seen::Poll { n: 2, .. });
-            seen.push(next);
-            if second_poll {
-                return seen;
-            }
-        }
-        panic!("no second poll within {LIMIT:?}: {seen:?}");
+        stub.next_poll(LIMIT).await.expect("a first poll");
+        let answer = stub.next_completion(LIMIT).await.expect("an answer");
+        let next_poll = stub.next_poll(LIMIT).await.expect("a second poll");
+        (answer, next_poll)
     };
-    let seen = tokio::select! {
+    let (answer, next_poll) = tokio::select! {
         result = runtime => panic!("the runtime loop ended: {result:?}"),
-        seen = observed => seen,
+        observed = observed => observed,
     };
 
     // Assert: the answer, then (and only then) one record and one EMF line.
-    let Some(Seen::Posted { body, snapshot, .. }) =
-        seen.iter().find(|seen| matches!(seen, Seen::Posted { .. }))
-    else {
-        panic!("no answer: {seen:?}");
-    };
-    let answer: serde_json::Value = serde_json::from_str(body).expect("JSON answer");
-    assert_eq!(answer["statusCode"], 200, "{answer}");
+    assert_eq!(answer.status, Some(200));
     assert!(
-        !snapshot.contains("GET /users/{id}") && !snapshot.contains("CacheMiss"),
-        "telemetry written before the response was posted:\n{snapshot}"
+        !answer.snapshot.contains("GET /users/{id}") && !answer.snapshot.contains("CacheMiss"),
+        "telemetry written before the response was posted:\n{}",
+        answer.snapshot
     );
-    let Some(Seen::Poll {
-        snapshot: at_next_poll,
-        ..
-    }) = seen.last()
-    else {
-        unreachable!()
-    };
+    let at_next_poll = next_poll.snapshot;
     let lines = metrics.text();
     assert!(
         at_next_poll.starts_with(&lines),
@@ -153,8 +150,8 @@ async fn telemetry_is_written_after_the_response_is_posted_and_before_the_next_p
     assert_eq!(emf[0]["ColdStart"], 1.0);
     let records = request_records(&logs.text());
     assert_eq!(records.len(), 1);
-    assert_eq!(records["req-1"]["fields"]["status"], 200);
-    assert_eq!(records["req-1"]["fields"]["cache"], "miss");
+    assert_eq!(records[&request_id]["fields"]["status"], 200);
+    assert_eq!(records[&request_id]["fields"]["cache"], "miss");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,9 +167,11 @@ async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_
     let logs = Captured::default();
     logs.install_global(tracing::Level::INFO);
     let snapshot = logs.clone();
-    let mut api = RuntimeApi::start(move || snapshot.text()).await;
+    let mut stub = RuntimeStub::observing("find-user", move || snapshot.text())
+        .await
+        .unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { api.configure_process("find-user", 8) };
+    unsafe { configure_process(&stub, "find-user", 8) };
     let mut expected = HashMap::new();
     for i in 0..8 {
         let (id, status) = if i % 2 == 0 {
@@ -181,9 +180,7 @@ async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_
         } else {
             (Uuid::now_v7(), 404)
         };
-        let request_id = format!("req-{i}");
-        api.queue(&request_id, find_event(id));
-        expected.insert(request_id, (id, status));
+        expected.insert(stub.push(find_event(id)), (id, status));
     }
     let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
 
@@ -197,7 +194,7 @@ async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_
         for _ in 0..8 {
             pause.release();
         }
-        let posted = answers(&mut api, 8).await;
+        let posted = answers(&mut stub, 8).await;
         // The last record is written just after its answer is posted.
         tokio::time::sleep(Duration::from_millis(200)).await;
         posted
@@ -212,19 +209,19 @@ async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_
     let records = request_records(&logs.text());
     assert_eq!(records.len(), 8, "{}", logs.text());
     for (request_id, (id, status)) in &expected {
-        let (answer, logs_then) = &posted[request_id];
-        assert_eq!(answer["statusCode"], *status, "{request_id}: {answer}");
+        let answer = &posted[request_id];
+        assert_eq!(answer.status, Some(*status), "{request_id}: {answer:?}");
         if *status == 200 {
-            let user: serde_json::Value =
-                serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
-            assert_eq!(user["id"], id.to_string(), "{request_id}");
+            assert_eq!(body_of(answer)["id"], id.to_string(), "{request_id}");
         }
         assert_eq!(
             records[request_id]["fields"]["status"], *status,
             "{request_id}"
         );
         assert!(
-            !logs_then.contains(&format!("\"request_id\":\"{request_id}\"")),
+            !answer
+                .snapshot
+                .contains(&format!("\"request_id\":\"{request_id}\"")),
             "{request_id}'s record was written before its answer was posted"
         );
     }
@@ -241,14 +238,13 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
     let env = TestEnv::new().await;
     let pause = Arc::new(PausePoint::default());
     let state = leaked_instance(&env, Some(pause.clone())).await;
-    let mut api = RuntimeApi::start(String::new).await;
+    let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { api.configure_process("find-user", 4) };
-    let mut ids = Vec::new();
+    unsafe { configure_process(&stub, "find-user", 4) };
+    let mut parked = Vec::new();
     for i in 0..3 {
         let id = create_user(&env.state, &format!("parked-{i}@example.com"), "Parked").await;
-        api.queue(&format!("req-{i}"), find_event(id));
-        ids.push(id);
+        parked.push((stub.push(find_event(id)), id));
     }
     let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
 
@@ -260,15 +256,15 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
                 .expect("three invocations in flight");
         }
         let malformed =
-            fixture("find-user.malformed-query.v2").replace(FIXTURE_ID, &ids[0].to_string());
-        api.queue("req-malformed", malformed);
-        let first = answers(&mut api, 1).await;
+            fixture("find-user.malformed-query.v2").replace(FIXTURE_ID, &parked[0].1.to_string());
+        let malformed = stub.push(malformed);
+        let first = answers(&mut stub, 1).await.remove(&malformed);
         for _ in 0..3 {
             pause.release();
         }
-        let rest = answers(&mut api, 3).await;
-        api.queue("req-after", find_event(ids[1]));
-        let after = answers(&mut api, 1).await;
+        let rest = answers(&mut stub, 3).await;
+        stub.push(find_event(parked[1].1));
+        let after = answers(&mut stub, 1).await.into_values().next();
         (first, rest, after)
     };
     let (first, rest, after) = tokio::select! {
@@ -278,16 +274,15 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
 
     // Assert: the malformed event got a 400 JSON answer while the others
     // were in flight; they, and the next event, were answered as usual.
-    let (answer, _) = &first["req-malformed"];
-    assert_eq!(answer["statusCode"], 400, "{answer}");
-    let error: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
-    assert_eq!(error["code"], "malformed_event", "{error}");
-    for (i, id) in ids.iter().enumerate() {
-        let (answer, _) = &rest[&format!("req-{i}")];
-        assert_eq!(answer["statusCode"], 200, "req-{i}: {answer}");
-        assert!(answer["body"].as_str().unwrap().contains(&id.to_string()));
+    let answer = first.expect("the malformed event answered first");
+    assert_eq!(answer.status, Some(400), "{answer:?}");
+    assert_eq!(body_of(&answer)["code"], "malformed_event");
+    for (request_id, id) in &parked {
+        let answer = &rest[request_id];
+        assert_eq!(answer.status, Some(200), "{request_id}: {answer:?}");
+        assert_eq!(body_of(answer)["id"], id.to_string());
     }
-    assert_eq!(after["req-after"].0["statusCode"], 200);
+    assert_eq!(after.expect("the next event answered").status, Some(200));
 }
 
 /// `find-user`, except that it panics on one user.
@@ -308,28 +303,27 @@ async fn a_panicking_handler_answers_500_and_the_environment_goes_on() {
     // user, and an event for that user and for another.
     let env = TestEnv::new().await;
     let state = leaked_instance(&env, None).await;
-    let mut api = RuntimeApi::start(String::new).await;
+    let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { api.configure_process("find-user", 2) };
+    unsafe { configure_process(&stub, "find-user", 2) };
     let panicking = Uuid::now_v7();
     let id = create_user(&env.state, "survivor@example.com", "Survivor").await;
-    api.queue("req-panic", find_event(panicking));
-    api.queue("req-fine", find_event(id));
+    let panics = stub.push(find_event(panicking));
+    let fine = stub.push(find_event(id));
     let handler = move |state, request| panicking_on(panicking, state, request);
     let runtime = users_api::runtime::run(state, handler, std::future::pending());
 
     // Act
     let posted = tokio::select! {
         ended = runtime => panic!("the runtime ended: {ended:?}"),
-        posted = answers(&mut api, 2) => posted,
+        posted = answers(&mut stub, 2) => posted,
     };
 
     // Assert: a JSON 500 for the one, the answer for the other.
-    let (answer, _) = &posted["req-panic"];
-    assert_eq!(answer["statusCode"], 500, "{answer}");
-    let error: serde_json::Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
-    assert_eq!(error["code"], "internal_error", "{error}");
-    assert_eq!(posted["req-fine"].0["statusCode"], 200);
+    let answer = &posted[&panics];
+    assert_eq!(answer.status, Some(500), "{answer:?}");
+    assert_eq!(body_of(answer)["code"], "internal_error");
+    assert_eq!(posted[&fine].status, Some(200));
 }
 
 #[test]
@@ -365,12 +359,12 @@ async fn on_sigterm_the_invocations_in_flight_finish_with_their_telemetry_before
     let state = leaked_instance(&env, Some(pause.clone())).await;
     let metrics = Captured::default();
     state.telemetry.send_metrics_to(Box::new(metrics.clone()));
-    let mut api = RuntimeApi::start(String::new).await;
+    let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { api.configure_process("find-user", 4) };
+    unsafe { configure_process(&stub, "find-user", 4) };
     for i in 0..2 {
         let id = create_user(&env.state, &format!("draining-{i}@example.com"), "Draining").await;
-        api.queue(&format!("req-{i}"), find_event(id));
+        stub.push(find_event(id));
     }
     let sigterm = users_api::runtime::sigterm().expect("listen for SIGTERM");
     let released = std::sync::atomic::AtomicBool::new(false);
@@ -385,10 +379,8 @@ async fn on_sigterm_the_invocations_in_flight_finish_with_their_telemetry_before
 
     // Act: SIGTERM, and the parked invocations go on only afterwards.
     let act = async {
-        let registered = match api.next_seen(LIMIT).await {
-            Some(Seen::Registered { name }) => name,
-            other => panic!("the extension must register before the first poll: {other:?}"),
-        };
+        let registered = stub.next_registration(LIMIT).await.expect("a registration");
+        let first_poll = stub.next_poll(LIMIT).await.expect("a poll");
         for _ in 0..2 {
             tokio::time::timeout(LIMIT, pause.reached())
                 .await
@@ -402,14 +394,19 @@ async fn on_sigterm_the_invocations_in_flight_finish_with_their_telemetry_before
         released.store(true, std::sync::atomic::Ordering::SeqCst);
         pause.release();
         pause.release();
-        (registered, killed)
+        (registered, first_poll, killed)
     };
-    let ((ended, released_before_the_end), (registered, killed)) = tokio::join!(runtime, act);
+    let ((ended, released_before_the_end), (registered, first_poll, killed)) =
+        tokio::join!(runtime, act);
 
     // Assert: the runtime waited for both, answered them, wrote their EMF
     // lines, and then returned.
     assert!(killed.success());
-    assert!(!registered.is_empty());
+    assert!(!registered.name.is_empty());
+    assert!(
+        registered.at < first_poll.at,
+        "the extension registers before the first poll, which ends the init"
+    );
     ended
         .expect("returned after the drain")
         .expect("a clean end");
@@ -417,9 +414,7 @@ async fn on_sigterm_the_invocations_in_flight_finish_with_their_telemetry_before
         released_before_the_end,
         "returned with invocations in flight"
     );
-    let posted = answers(&mut api, 2).await;
-    for i in 0..2 {
-        assert_eq!(posted[&format!("req-{i}")].0["statusCode"], 200);
-    }
+    let posted = answers(&mut stub, 2).await;
+    assert!(posted.values().all(|answer| answer.status == Some(200)));
     assert_eq!(metrics.text().lines().count(), 2, "{}", metrics.text());
 }

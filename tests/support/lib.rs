@@ -19,7 +19,7 @@ pub mod contract;
 pub mod functions;
 pub mod proxy;
 pub mod redis_modes;
-pub mod runtime_api;
+pub mod runtime_stub;
 pub mod secrets_extension;
 pub mod servers;
 pub mod tls;

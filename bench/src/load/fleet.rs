@@ -15,11 +15,11 @@
 
 use crate::measure::BoxError;
 use crate::process::Function;
-use crate::stub::{Completion, RuntimeStub};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::runtime_stub::{Completion, RuntimeStub};
 use tokio::process::Child;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinHandle;

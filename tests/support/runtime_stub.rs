@@ -1,9 +1,15 @@
-//! A minimal Lambda Runtime API on 127.0.0.1, enough to run a function binary
-//! as Lambda would: `GET /2018-06-01/runtime/invocation/next` hands out the
-//! queued events (and waits, like Lambda, while none is queued), and
+//! A minimal Lambda Runtime API on 127.0.0.1, enough to run a function as
+//! Lambda would, for the runtime tests and the bench:
+//! `GET /2018-06-01/runtime/invocation/next` hands out the queued events (and
+//! waits, like Lambda, while none is queued), and
 //! `POST .../invocation/{id}/response` (or `/error`, `/runtime/init/error`)
-//! records the answer. Every poll and every completion is timestamped, which
-//! is what the cold-start and RSS measurements read.
+//! records the answer. The Extensions API beside it takes an extension's
+//! registration, and holds its `event/next` open, as Lambda does for an
+//! extension that subscribed to no event. Every poll, completion and
+//! registration is timestamped, which is what the cold-start and RSS
+//! measurements read; a stub started with [`RuntimeStub::observing`] also
+//! takes a snapshot of what the test captures (its logs, say) as each poll
+//! and each answer arrives.
 //!
 //! Polls are served concurrently, as for a Lambda Managed Instance whose
 //! runtime keeps several `next` polls open: each waiting poll takes the next
@@ -27,6 +33,26 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 
 const PREFIX: &str = "/2018-06-01/runtime/";
+const EXTENSION_PREFIX: &str = "/2020-01-01/extension/";
+
+/// What a test captures, read as a request arrives.
+type Snapshot = Box<dyn Fn() -> String + Send + Sync>;
+
+/// A poll for the next event.
+#[derive(Debug)]
+pub struct Poll {
+    pub at: Instant,
+    /// The snapshot at that moment; empty without [`RuntimeStub::observing`].
+    pub snapshot: String,
+}
+
+/// An extension's registration.
+#[derive(Debug)]
+pub struct Registration {
+    pub at: Instant,
+    /// Its `Lambda-Extension-Name`.
+    pub name: String,
+}
 
 /// One answer posted by the function.
 #[derive(Debug)]
@@ -44,6 +70,9 @@ pub struct Completion {
     pub etag: Option<String>,
     /// Its `body` (the user's JSON, or an error's).
     pub body: Option<String>,
+    /// The snapshot as the answer arrived; empty without
+    /// [`RuntimeStub::observing`].
+    pub snapshot: String,
 }
 
 struct Event {
@@ -55,8 +84,10 @@ struct Shared {
     function_name: String,
     events: Mutex<mpsc::UnboundedReceiver<Event>>,
     handed_out: std::sync::Mutex<HashMap<String, Instant>>,
-    polls: mpsc::UnboundedSender<Instant>,
+    polls: mpsc::UnboundedSender<Poll>,
     completions: mpsc::UnboundedSender<Completion>,
+    registrations: mpsc::UnboundedSender<Registration>,
+    snapshot: Option<Snapshot>,
     /// The most events handed out and not yet answered at any one time.
     peak_in_flight: Arc<AtomicUsize>,
 }
@@ -65,8 +96,9 @@ struct Shared {
 pub struct RuntimeStub {
     pub address: SocketAddr,
     events: mpsc::UnboundedSender<Event>,
-    polls: mpsc::UnboundedReceiver<Instant>,
+    polls: mpsc::UnboundedReceiver<Poll>,
     completions: mpsc::UnboundedReceiver<Completion>,
+    registrations: mpsc::UnboundedReceiver<Registration>,
     next_id: u64,
     peak_in_flight: Arc<AtomicUsize>,
     server: JoinHandle<()>,
@@ -74,11 +106,25 @@ pub struct RuntimeStub {
 
 impl RuntimeStub {
     pub async fn start(function_name: &str) -> std::io::Result<Self> {
+        Self::serve(function_name, None).await
+    }
+
+    /// As [`RuntimeStub::start`], taking `snapshot` as each poll and each
+    /// answer arrives, before the function is answered.
+    pub async fn observing(
+        function_name: &str,
+        snapshot: impl Fn() -> String + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        Self::serve(function_name, Some(Box::new(snapshot))).await
+    }
+
+    async fn serve(function_name: &str, snapshot: Option<Snapshot>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let (events, events_rx) = mpsc::unbounded_channel();
         let (polls_tx, polls) = mpsc::unbounded_channel();
         let (completions_tx, completions) = mpsc::unbounded_channel();
+        let (registrations_tx, registrations) = mpsc::unbounded_channel();
         let peak_in_flight = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             function_name: function_name.to_owned(),
@@ -86,6 +132,8 @@ impl RuntimeStub {
             handed_out: std::sync::Mutex::default(),
             polls: polls_tx,
             completions: completions_tx,
+            registrations: registrations_tx,
+            snapshot,
             peak_in_flight: peak_in_flight.clone(),
         });
         let server = tokio::spawn(serve(listener, shared));
@@ -94,6 +142,7 @@ impl RuntimeStub {
             events,
             polls,
             completions,
+            registrations,
             next_id: 0,
             peak_in_flight,
             server,
@@ -111,9 +160,17 @@ impl RuntimeStub {
         request_id
     }
 
-    /// When the function next polled for an event, waiting at most `limit`.
-    pub async fn next_poll(&mut self, limit: Duration) -> Option<Instant> {
+    /// The function's next poll for an event, waiting at most `limit`.
+    pub async fn next_poll(&mut self, limit: Duration) -> Option<Poll> {
         tokio::time::timeout(limit, self.polls.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next extension registration, waiting at most `limit`.
+    pub async fn next_registration(&mut self, limit: Duration) -> Option<Registration> {
+        tokio::time::timeout(limit, self.registrations.recv())
             .await
             .ok()
             .flatten()
@@ -166,6 +223,9 @@ async fn answer(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path().to_owned();
+    if let Some(route) = path.strip_prefix(EXTENSION_PREFIX) {
+        return Ok(extension(&shared, route, &request).await);
+    }
     let Some(route) = path.strip_prefix(PREFIX) else {
         return Ok(plain(StatusCode::NOT_FOUND, "unknown path"));
     };
@@ -203,13 +263,56 @@ async fn answer(
         cache: answer.cache,
         etag: answer.etag,
         body: answer.body,
+        snapshot: shared.snapshot(),
     });
     Ok(plain(StatusCode::ACCEPTED, r#"{"status":"OK"}"#))
 }
 
+/// The Extensions API: a registration is accepted; `event/next` never
+/// answers, there being no event for an extension that asked for none.
+async fn extension(
+    shared: &Shared,
+    route: &str,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match route {
+        "register" if request.method() == Method::POST => {
+            let name = request
+                .headers()
+                .get("lambda-extension-name")
+                .and_then(|name| name.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let _ = shared.registrations.send(Registration {
+                at: Instant::now(),
+                name,
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("lambda-extension-identifier", "extension-1")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad answer"))
+        }
+        "event/next" => std::future::pending().await,
+        _ => plain(StatusCode::NOT_FOUND, "unknown path"),
+    }
+}
+
+impl Shared {
+    fn snapshot(&self) -> String {
+        self.snapshot
+            .as_ref()
+            .map(|take| take())
+            .unwrap_or_default()
+    }
+}
+
 /// Like Lambda, holds the poll until an event is queued.
 async fn next(shared: &Shared) -> Response<Full<Bytes>> {
-    let _ = shared.polls.send(Instant::now());
+    let _ = shared.polls.send(Poll {
+        at: Instant::now(),
+        snapshot: shared.snapshot(),
+    });
     let Some(event) = shared.events.lock().await.recv().await else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "stub stopped");
     };
