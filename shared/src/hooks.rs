@@ -21,13 +21,16 @@ pub enum Point {
     BeforeWrite,
     /// A write with an `Idempotency-Key` just before its transaction commits.
     BeforeCommit,
+    /// The consumer of the change records between claiming a batch and
+    /// voiding its keys.
+    BeforeVoid,
 }
 
 /// The pause points of one service instance.
 #[derive(Clone, Default)]
 pub struct Hooks {
     #[cfg(feature = "test-hooks")]
-    pauses: [Option<Arc<PausePoint>>; 3],
+    pauses: [Option<Arc<PausePoint>>; 4],
 }
 
 impl Hooks {

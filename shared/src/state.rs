@@ -3,7 +3,7 @@
 
 use crate::auth::{Caller, Scope};
 use crate::cache::UserCache;
-use crate::config::{Config, Limits};
+use crate::config::{ChangesConfig, Config, Limits};
 use crate::error::ApiError;
 use crate::http::{self, Route};
 use crate::secrets;
@@ -21,6 +21,8 @@ pub struct AppState {
     pub telemetry: Outbox,
     /// `AUTH_LOCAL_HEADERS`: see [`http::caller`].
     pub local_auth_headers: bool,
+    /// How the consumer of the change records works (`invalidate-cache`).
+    pub changes: ChangesConfig,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
             limits: config.limits,
             telemetry: Outbox::new(config.metrics_namespace.clone()),
             local_auth_headers: config.local_auth_headers,
+            changes: config.changes,
         })
     }
 

@@ -9,6 +9,7 @@
 mod access;
 mod api;
 mod cache_races;
+mod changes;
 mod conditional;
 mod contract;
 mod fail_safe;

@@ -139,6 +139,22 @@ impl TestEnv {
             .get(0)
     }
 
+    /// A Postgres connection of its own into this test's schema: a writer
+    /// outside the API.
+    pub async fn own_pg(&self) -> tokio_postgres::Client {
+        connect(&self.settings["DATABASE_URL"]).await
+    }
+
+    /// The name stored in Postgres for user `id`.
+    pub async fn stored_name(&self, id: Uuid) -> String {
+        let sql = format!("SELECT name FROM {}.users WHERE id = $1", self.schema);
+        self.pg
+            .query_one(&sql, &[&id])
+            .await
+            .expect("the user's row")
+            .get(0)
+    }
+
     /// The email stored in Postgres for user `id`.
     pub async fn stored_email(&self, id: Uuid) -> String {
         let sql = format!("SELECT email FROM {}.users WHERE id = $1", self.schema);

@@ -215,6 +215,20 @@ impl UserCache {
         Ok(())
     }
 
+    /// Voids the keys of users changed by a committed write, whoever made it
+    /// (the consumer of the change records calls this): the release of a
+    /// writer that never joined the keys' guards. A key guarded by writes in
+    /// progress stays guarded, and their own releases delete it; anything
+    /// else (an entry, fresh or kept, a negative entry, a fill or refresh
+    /// lease) is deleted, so a lease taken before the change committed can
+    /// no longer fill. The keys are voided concurrently, each call bounded
+    /// and retried as any other; `Err` when any of them failed.
+    pub async fn void(&self, ids: &[Uuid]) -> Result<(), CacheError> {
+        let outsider = WriteGuard::new();
+        let releases = ids.iter().map(|id| self.release_write(*id, &outsider));
+        futures_util::future::try_join_all(releases).await.map(drop)
+    }
+
     /// Deletes the key (entry, lease or negative entry): `create` clears a
     /// "no such user" this way. Writes to existing users use the guard.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {

@@ -32,6 +32,22 @@ pub struct Config {
     pub local_auth_headers: bool,
     /// `AWS_LAMBDA_MAX_CONCURRENCY`: invocations served at once.
     pub concurrency: usize,
+    /// The consumer of the change records (the `invalidate-cache` function).
+    pub changes: ChangesConfig,
+}
+
+/// How the `invalidate-cache` function works through the change records
+/// (docs/cache.md, "Writers outside the API").
+#[derive(Clone, Copy, Debug)]
+pub struct ChangesConfig {
+    /// Records claimed, applied and deleted together.
+    pub batch_size: u32,
+    /// How often the consumer looks for records without being notified:
+    /// records a killed consumer left behind are applied within this.
+    pub rescan: Duration,
+    /// The consumer claims no new batch this close to its invocation's
+    /// deadline, so that it ends by itself.
+    pub stop_before_deadline: Duration,
 }
 
 #[derive(Clone)]
@@ -241,6 +257,11 @@ impl Config {
             }),
             local_auth_headers: env.flag("AUTH_LOCAL_HEADERS", false)?,
             concurrency,
+            changes: ChangesConfig {
+                batch_size: env.parse("CHANGES_BATCH_SIZE", 500)?,
+                rescan: env.millis("CHANGES_RESCAN_MS", 1000)?,
+                stop_before_deadline: env.millis("CHANGES_STOP_BEFORE_DEADLINE_MS", 3000)?,
+            },
         })
     }
 }

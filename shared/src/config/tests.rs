@@ -143,6 +143,9 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "NAME_MAX_CHARS" => config.limits.name_max_chars.to_string(),
         "EMAIL_MAX_CHARS" => config.limits.email_max_chars.to_string(),
         "LIST_MAX_LIMIT" => config.limits.list_max_limit.to_string(),
+        "CHANGES_BATCH_SIZE" => config.changes.batch_size.to_string(),
+        "CHANGES_RESCAN_MS" => ms(config.changes.rescan),
+        "CHANGES_STOP_BEFORE_DEADLINE_MS" => ms(config.changes.stop_before_deadline),
         _ => return None,
     })
 }

@@ -16,11 +16,16 @@
 //!   invocations in flight are counted;
 //! - [`shutdown`]: on SIGTERM the environment finishes the invocations in
 //!   flight, with their telemetry, before it exits.
+//!
+//! A function started by a schedule instead of API Gateway uses
+//! [`start_scheduled`] ([`scheduled`]).
 
 mod flush;
 mod guard;
+mod scheduled;
 mod shutdown;
 
+pub use scheduled::{run_until, start_scheduled};
 pub use shutdown::sigterm;
 
 use crate::config::Config;

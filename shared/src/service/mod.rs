@@ -10,16 +10,21 @@
 //!   [`delete`](UserService::delete) (`write.rs`): a write to an existing user
 //!   runs under the key's write guard; a write with an `Idempotency-Key` is
 //!   answered from its record when it has one;
-//! - `list`, here.
+//! - `list`, here;
+//! - [`consume_changes`](UserService::consume_changes) (`changes.rs`): the
+//!   consumer of the change records, which voids the keys of users changed
+//!   by any writer, the API or not.
 //!
 //! Together they guarantee that once `update` or `delete` has returned
 //! success, no later `find` returns the previous value: docs/cache.md.
 
+mod changes;
 mod decide;
 mod find;
 mod flight;
 mod write;
 
+pub use changes::Consumed;
 pub use decide::EagerRefresh;
 pub use find::Found;
 pub use write::Respond;

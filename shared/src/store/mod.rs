@@ -1,5 +1,6 @@
 //! The Postgres store: the pool, the five statements the API needs
-//! (`sql.rs`), and writes with an `Idempotency-Key` (`keyed.rs`).
+//! (`sql.rs`), writes with an `Idempotency-Key` (`keyed.rs`), and the record
+//! of every change to a user, whoever made it (`changes.rs`).
 //!
 //! The pool is built once per cold start with every wait bounded (connect,
 //! pool wait, recycle, statement), so a missing or slow database turns into a
@@ -8,10 +9,12 @@
 //! frozen and the server or a NAT dropped it) is replaced and the statement
 //! retried once.
 
+mod changes;
 mod keyed;
 mod sql;
 mod write;
 
+pub use changes::{Change, ChangeListener, ClaimedChanges};
 pub use keyed::Keyed;
 pub use write::Write;
 
@@ -25,6 +28,7 @@ use sql::{LIST, SELECT};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 /// Runs `$body` with `$client: &Object` from the pool, bounded by the client
@@ -84,6 +88,11 @@ pub struct UserStore {
     hooks: Hooks,
     idempotency_ttl: std::time::Duration,
     client_timeout: std::time::Duration,
+    /// How the pool connects, for a connection of its own that listens for
+    /// change notifications (`changes.rs`).
+    connection: tokio_postgres::Config,
+    /// The TLS connector, when `sslmode=require`.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl UserStore {
@@ -113,12 +122,13 @@ impl UserStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
-        let manager = match connection.get_ssl_mode() {
-            SslMode::Require => {
-                let tls = crate::tls::postgres_tls(config.ca_file.as_deref())?;
-                Manager::from_config(connection, tls, manager_config)
-            }
-            _ => Manager::from_config(connection, NoTls, manager_config),
+        let tls = match connection.get_ssl_mode() {
+            SslMode::Require => Some(crate::tls::postgres_tls(config.ca_file.as_deref())?),
+            _ => None,
+        };
+        let manager = match &tls {
+            Some(tls) => Manager::from_config(connection.clone(), tls.clone(), manager_config),
+            None => Manager::from_config(connection.clone(), NoTls, manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(config.pool_max_size)
@@ -135,6 +145,8 @@ impl UserStore {
             // The server's statement_timeout fires first when the server is
             // alive; this one is for when it is not.
             client_timeout: config.statement_timeout + std::time::Duration::from_millis(500),
+            connection,
+            tls,
         })
     }
 

@@ -19,6 +19,7 @@ mod outbox;
 mod record;
 mod timings;
 
+pub use emf::Unit;
 pub use outbox::Outbox;
 pub use record::Record;
 pub use timings::{Measured, measure, record_cache, record_postgres, record_redis, record_subject};

@@ -10,6 +10,7 @@
 //! callers) records are written as the request ends.
 
 use super::Record;
+use super::emf::{self, Unit};
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::Write;
@@ -84,6 +85,21 @@ impl Outbox {
             let _ = out.write_all(lines.as_bytes());
             let _ = out.flush();
         }
+    }
+}
+
+impl Outbox {
+    /// Writes one EMF line of `function`'s `metrics` now: for work that is
+    /// not a request, such as the consumer of the change records.
+    pub fn write_metrics(&self, function: &str, metrics: &[(&str, f64, Unit)]) {
+        let Some(namespace) = &self.namespace else {
+            return;
+        };
+        let mut line = emf::line(namespace, &[("Function", function)], metrics);
+        line.push('\n');
+        let mut out = lock(&self.metrics_out);
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
     }
 }
 

@@ -1,0 +1,389 @@
+//! Writers outside the API (docs/cache.md, "Writers outside the API"):
+//! changes committed straight to Postgres reach the cache through the change
+//! records and the `invalidate-cache` consumer, run through its real handler.
+//! Real Postgres and Redis; the fault proxy in front of Redis for its outage.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::functions::{find, invalidate};
+use test_support::proxy::{FaultProxy, Mode};
+use test_support::*;
+use tokio::task::{JoinHandle, JoinSet};
+use users_api::AppState;
+use users_api::hooks::{PausePoint, Point};
+use users_api::service::Consumed;
+use uuid::Uuid;
+
+/// The scheduled event the consumer is started with.
+const SCHEDULE: &str = "invalidate-cache.schedule";
+
+/// The bound D of the guarantee for writers outside the API that these tests
+/// hold the consumer to: from a commit to the first find that may no longer
+/// answer the value it replaced.
+const D: Duration = Duration::from_secs(1);
+
+/// A consumer, as a Lambda invocation of its own, working for `run_for`.
+fn start_consumer(state: AppState, run_for: Duration) -> JoinHandle<Consumed> {
+    tokio::spawn(async move { invalidate(&state, SCHEDULE, run_for).await })
+}
+
+/// Runs `sql` with `params` in the test's schema, as a writer outside the
+/// API would (its own connection, its own transaction); returns when the
+/// commit is acknowledged.
+async fn sql(env: &TestEnv, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) {
+    let sql = sql.replace("users", &format!("{}.users", env.schema));
+    env.pg().execute(&sql, params).await.expect("SQL writer");
+}
+
+async fn rename_by_sql(env: &TestEnv, id: Uuid, name: &str) {
+    sql(
+        env,
+        "UPDATE users SET name = $2, version = version + 1 WHERE id = $1",
+        &[&id, &name],
+    )
+    .await;
+}
+
+/// The change records not yet applied.
+async fn records(env: &TestEnv) -> i64 {
+    let sql = format!("SELECT count(*) FROM {}.user_changes", env.schema);
+    env.pg().query_one(&sql, &[]).await.expect("count").get(0)
+}
+
+/// Deletes the records the arrangement made (its creates through the API,
+/// which voided their own keys), as a consumer before the test's would have.
+async fn applied_before(env: &TestEnv) {
+    let sql = format!("DELETE FROM {}.user_changes", env.schema);
+    env.pg().execute(&sql, &[]).await.expect("clear records");
+}
+
+/// A find of `id`: its status, and its name when found.
+async fn found(state: &AppState, id: Uuid) -> (u16, Option<String>) {
+    let response = find(state, request_for("find-user.v2", id)).await;
+    let name = (status(&response) == 200).then(|| {
+        json_body(&response)["name"]
+            .as_str()
+            .expect("a name")
+            .to_owned()
+    });
+    (status(&response), name)
+}
+
+/// Finds `id` until `expected` is answered or `within` has passed; returns
+/// how long that took, `None` when it never was.
+async fn answered_within(
+    state: &AppState,
+    id: Uuid,
+    expected: (u16, Option<&str>),
+    within: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        let (status, name) = found(state, id).await;
+        if (status, name.as_deref()) == expected {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// What Redis holds for `id`.
+async fn cached(env: &TestEnv, id: Uuid) -> Option<Vec<u8>> {
+    let mut redis = env.redis().await;
+    redis::AsyncCommands::get(&mut redis, env.cache_key(id))
+        .await
+        .expect("redis get")
+}
+
+#[tokio::test]
+async fn every_sql_insert_update_and_delete_is_recorded_in_its_own_transaction() {
+    // Arrange
+    let env = TestEnv::new().await;
+    let id = Uuid::now_v7();
+    let moved = Uuid::now_v7();
+
+    // Act
+    sql(
+        &env,
+        "INSERT INTO users (id, email, name) VALUES ($1, 'sql@example.com', 'By SQL')",
+        &[&id],
+    )
+    .await;
+    rename_by_sql(&env, id, "Renamed").await;
+    sql(
+        &env,
+        "UPDATE users SET id = $2 WHERE id = $1",
+        &[&id, &moved],
+    )
+    .await;
+    sql(&env, "DELETE FROM users WHERE id = $1", &[&moved]).await;
+    let rolled_back = format!(
+        "BEGIN; UPDATE {0}.users SET name = 'never' WHERE id = '{moved}'; ROLLBACK;",
+        env.schema
+    );
+    env.pg()
+        .batch_execute(&rolled_back)
+        .await
+        .expect("rollback");
+    let truncate = env
+        .pg()
+        .batch_execute(&format!("TRUNCATE {}.users", env.schema))
+        .await;
+
+    // Assert: insert, update, the id change (old and new id), delete.
+    let sql = format!(
+        "SELECT user_id FROM {}.user_changes ORDER BY seq",
+        env.schema
+    );
+    let recorded: Vec<Uuid> = env
+        .pg()
+        .query(&sql, &[])
+        .await
+        .expect("records")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(recorded, [id, id, id, moved, moved]);
+    let refused = truncate.expect_err("TRUNCATE is refused");
+    assert!(
+        refused
+            .as_db_error()
+            .is_some_and(|error| error.message().contains("use DELETE FROM users")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_sql_update_and_delete_reach_the_cache_within_a_second() {
+    // Arrange: the session: create, find twice (miss, hit).
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "bob@example.com", "Bob").await;
+    assert_eq!(found(&env.state, id).await.1.as_deref(), Some("Bob"));
+    let hit = find(&env.state, request_for("find-user.v2", id)).await;
+    assert_eq!(header(&hit, "x-cache"), Some("hit"));
+    applied_before(&env).await;
+    let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(3));
+
+    // Act
+    rename_by_sql(&env, id, "Bob Renamed By SQL").await;
+    let renamed = answered_within(&env.state, id, (200, Some("Bob Renamed By SQL")), D).await;
+    sql(&env, "DELETE FROM users WHERE id = $1", &[&id]).await;
+    let deleted = answered_within(&env.state, id, (404, None), D).await;
+
+    // Assert
+    assert!(
+        renamed.is_some(),
+        "the SQL update was not seen within {D:?}"
+    );
+    assert!(
+        deleted.is_some(),
+        "the SQL delete was not seen within {D:?}"
+    );
+    let consumed = consumer.await.expect("consumer");
+    assert_eq!(
+        (consumed.applied, consumed.failures),
+        (2, 0),
+        "{consumed:?}"
+    );
+    assert_eq!(records(&env).await, 0);
+}
+
+#[tokio::test]
+async fn the_consumer_ends_before_the_deadline_its_invocation_carries() {
+    // Arrange
+    let env = TestEnv::with_settings(&[("CHANGES_STOP_BEFORE_DEADLINE_MS", "500")]).await;
+    let run_for = Duration::from_millis(1_500);
+
+    // Act
+    let started = Instant::now();
+    let consumed = invalidate(&env.state, SCHEDULE, run_for).await;
+    let ran = started.elapsed();
+
+    // Assert: it worked through its invocation, and stopped 500 ms short.
+    assert!(ran >= run_for, "returned after {ran:?}");
+    assert!(
+        ran < run_for + Duration::from_millis(500),
+        "returned after {ran:?}"
+    );
+    assert_eq!(consumed.failures, 0);
+}
+
+#[tokio::test]
+async fn an_entry_kept_for_fail_safe_is_voided_by_an_sql_update_and_never_answered_stale() {
+    // Arrange: entries fresh for 1 s, kept for a day; finds through a proxy
+    // in front of Postgres.
+    let env = TestEnv::with_settings(&[
+        ("CACHE_TTL_SECONDS", "1"),
+        ("CACHE_EAGER_REFRESH_PERCENT", "0"),
+        ("CACHE_FAIL_SAFE_TIMEOUT_MS", "150"),
+    ])
+    .await;
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+    let url = env.database_url_through(proxy.port);
+    let reader = env.instance(&[("DATABASE_URL", &url)]).await;
+    let id = create_user(&env.state, "kept@example.com", "Kept").await;
+    assert_eq!(found(&reader, id).await.1.as_deref(), Some("Kept"));
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    applied_before(&env).await;
+    let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(2));
+
+    // Act: the kept entry's user changes by SQL, then Postgres goes away.
+    rename_by_sql(&env, id, "Changed By SQL").await;
+    let voided = Instant::now();
+    while cached(&env, id).await.is_some() && voided.elapsed() < D {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.set(Mode::Reset);
+    let (during_outage, name) = found(&reader, id).await;
+
+    // Assert: nothing kept to answer, so a 503, never the replaced entry.
+    assert_eq!(
+        (during_outage, name.as_deref()),
+        (503, None),
+        "answered the entry the SQL update replaced"
+    );
+    proxy.set(Mode::Pass);
+    assert_eq!(
+        found(&reader, id).await.1.as_deref(),
+        Some("Changed By SQL")
+    );
+    assert_eq!(consumer.await.expect("consumer").applied, 1);
+}
+
+#[tokio::test]
+async fn a_negative_entry_is_voided_by_an_sql_insert_of_that_id() {
+    // Arrange: an id found missing, and cached as such.
+    let env = TestEnv::new().await;
+    let id = Uuid::now_v7();
+    assert_eq!(found(&env.state, id).await.0, 404);
+    assert_eq!(cached(&env, id).await.as_deref(), Some(&b"n"[..]));
+    let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(2));
+
+    // Act
+    sql(
+        &env,
+        "INSERT INTO users (id, email, name, owner) VALUES ($1, 'late@example.com', 'Late', $2)",
+        &[&id, &FIXTURE_SUBJECT],
+    )
+    .await;
+    let seen = answered_within(&env.state, id, (200, Some("Late")), D).await;
+
+    // Assert
+    assert!(
+        seen.is_some(),
+        "the inserted user was still 404 after {D:?}"
+    );
+    assert_eq!(consumer.await.expect("consumer").applied, 1);
+}
+
+#[tokio::test]
+async fn a_consumer_killed_between_its_claim_and_its_voids_loses_nothing() {
+    // Arrange: two cached users, changed by SQL; a consumer parked after it
+    // claimed their records.
+    let env = TestEnv::new().await;
+    let ids = [
+        create_user(&env.state, "a@example.com", "A").await,
+        create_user(&env.state, "b@example.com", "B").await,
+    ];
+    for (id, name) in ids.iter().zip(["A", "B"]) {
+        assert_eq!(found(&env.state, *id).await.1.as_deref(), Some(name));
+    }
+    applied_before(&env).await;
+    let parked = Arc::new(PausePoint::default());
+    let mut doomed = env.instance(&[]).await;
+    doomed.users.pause_at(Point::BeforeVoid, parked.clone());
+    for id in ids {
+        rename_by_sql(&env, id, "Changed").await;
+    }
+    let killed = start_consumer(doomed, Duration::from_secs(5));
+    parked.reached().await;
+
+    // Act: the Lambda environment ends mid-batch; the next run starts.
+    killed.abort();
+    assert!(killed.await.is_err_and(|error| error.is_cancelled()));
+    let consumed = invalidate(&env.instance(&[]).await, SCHEDULE, Duration::from_secs(2)).await;
+
+    // Assert: the records came back and were applied.
+    assert_eq!(consumed.applied, 2, "{consumed:?}");
+    assert_eq!(records(&env).await, 0);
+    for id in ids {
+        assert_eq!(found(&env.state, id).await.1.as_deref(), Some("Changed"));
+    }
+}
+
+#[tokio::test]
+async fn changes_made_while_redis_is_down_are_applied_when_it_is_back() {
+    // Arrange: a cached user; a consumer whose Redis is behind a proxy.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "outage@example.com", "Before").await;
+    assert_eq!(found(&env.state, id).await.1.as_deref(), Some("Before"));
+    applied_before(&env).await;
+    let proxy = FaultProxy::start(redis_addr()).await;
+    proxy.set(Mode::Reset);
+    let redis = proxy.url("redis", "");
+    let consumer = start_consumer(
+        env.instance(&[("REDIS_URL", &redis), ("REDIS_RESPONSE_TIMEOUT_MS", "200")])
+            .await,
+        Duration::from_secs(5),
+    );
+
+    // Act: a change while Redis is unreachable, then Redis returns.
+    rename_by_sql(&env, id, "After").await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let kept_during_outage = records(&env).await;
+    let cached_during_outage = found(&env.state, id).await.1;
+    proxy.set(Mode::Pass);
+    let seen = answered_within(&env.state, id, (200, Some("After")), Duration::from_secs(3)).await;
+
+    // Assert
+    assert_eq!(kept_during_outage, 1, "the record was not kept");
+    assert_eq!(cached_during_outage.as_deref(), Some("Before"));
+    assert!(seen.is_some(), "not applied after Redis came back");
+    let consumed = consumer.await.expect("consumer");
+    assert!(consumed.failures > 0, "{consumed:?}");
+    assert_eq!(consumed.applied, 1, "{consumed:?}");
+    assert_eq!(records(&env).await, 0);
+}
+
+#[tokio::test]
+async fn two_consumers_at_once_apply_every_change_once_and_never_fail() {
+    // Arrange: cached users, two consumers running.
+    let env = TestEnv::new().await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let id = create_user(&env.state, &format!("c{n}@example.com"), "v0").await;
+        found(&env.state, id).await;
+        ids.push(id);
+    }
+    applied_before(&env).await;
+    let run_for = Duration::from_secs(3);
+    let first = start_consumer(env.instance(&[]).await, run_for);
+    let second = start_consumer(env.instance(&[]).await, run_for);
+
+    // Act: 50 changes, one transaction each, from five writers at once.
+    let mut writers = JoinSet::new();
+    for writer in 0..5 {
+        let (pg, schema, ids) = (env.own_pg().await, env.schema.clone(), ids.clone());
+        writers.spawn(async move {
+            for round in 1..=10 {
+                let id = ids[(writer * 2 + round) % ids.len()];
+                let sql = format!("UPDATE {schema}.users SET name = $2 WHERE id = $1");
+                pg.execute(&sql, &[&id, &format!("w{writer}r{round}")])
+                    .await
+                    .expect("update");
+            }
+        });
+    }
+    writers.join_all().await;
+    let (first, second) = (first.await.expect("first"), second.await.expect("second"));
+
+    // Assert: each record applied by exactly one of them.
+    assert_eq!(first.applied + second.applied, 50, "{first:?} {second:?}");
+    assert_eq!((first.failures, second.failures), (0, 0));
+    assert_eq!(records(&env).await, 0);
+    for id in ids {
+        let expected = env.stored_name(id).await;
+        assert_eq!(found(&env.state, id).await.1, Some(expected));
+    }
+}
