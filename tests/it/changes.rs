@@ -387,3 +387,214 @@ async fn two_consumers_at_once_apply_every_change_once_and_never_fail() {
         assert_eq!(found(&env.state, id).await.1, Some(expected));
     }
 }
+
+/// What a user was after a write of the history, or as a find saw it: its
+/// version, or gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Live(i64),
+    Gone,
+}
+
+/// One SQL write of the history: the user's state after it, under the
+/// writer's version counter, and when its commit was acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Committed {
+    id: usize,
+    version: i64,
+    after: Seen,
+    at: Instant,
+}
+
+/// One find of the history.
+#[derive(Debug, Clone, Copy)]
+struct Read {
+    id: usize,
+    started: Instant,
+    seen: Seen,
+}
+
+/// The reads that saw a user older than the newest change committed more
+/// than `bound` before they started, with that change.
+fn stale_after(bound: Duration, writes: &[Committed], reads: &[Read]) -> Vec<(Read, Committed)> {
+    reads
+        .iter()
+        .filter_map(|read| {
+            let newest = writes
+                .iter()
+                .filter(|write| write.id == read.id && write.at + bound < read.started)
+                .max_by_key(|write| write.version)?;
+            // A later delete of this user, if any, explains a `Gone`.
+            let deleted_later = writes.iter().any(|write| {
+                write.id == read.id && write.after == Seen::Gone && write.version >= newest.version
+            });
+            let fine = match (newest.after, read.seen) {
+                (Seen::Live(version), Seen::Live(seen)) => seen >= version,
+                (Seen::Live(_), Seen::Gone) => deleted_later,
+                (Seen::Gone, Seen::Live(seen)) => seen > newest.version,
+                (Seen::Gone, Seen::Gone) => true,
+            };
+            (!fine).then_some((*read, *newest))
+        })
+        .collect()
+}
+
+#[test]
+fn the_history_check_reports_a_find_older_than_a_change_committed_before_the_bound() {
+    let at = Instant::now();
+    let later = |ms| at + Duration::from_millis(ms);
+    let writes = [
+        Committed {
+            id: 0,
+            version: 5,
+            after: Seen::Live(5),
+            at,
+        },
+        Committed {
+            id: 0,
+            version: 6,
+            after: Seen::Gone,
+            at: later(100),
+        },
+    ];
+    let read = |ms, seen| Read {
+        id: 0,
+        started: later(ms),
+        seen,
+    };
+    // Within the bound anything goes; past it the old value is stale.
+    assert!(stale_after(D, &writes, &[read(900, Seen::Live(1))]).is_empty());
+    assert_eq!(
+        stale_after(D, &writes, &[read(1_050, Seen::Live(1))]).len(),
+        1
+    );
+    assert!(stale_after(D, &writes, &[read(1_050, Seen::Gone)]).is_empty());
+    assert_eq!(
+        stale_after(D, &writes, &[read(1_200, Seen::Live(5))]).len(),
+        1
+    );
+    assert!(stale_after(D, &writes, &[read(1_200, Seen::Gone)]).is_empty());
+}
+
+#[tokio::test]
+async fn a_history_of_finds_while_sql_writers_update_delete_and_insert_has_no_read_older_than_d() {
+    // Arrange: cached users, a consumer, readers on instances of their own.
+    const IDS: usize = 4;
+    const READERS: usize = 4;
+    const WRITES_PER_ID: i64 = 60;
+    let env = TestEnv::new().await;
+    let mut ids = Vec::new();
+    for n in 0..IDS {
+        ids.push(create_user(&env.state, &format!("h{n}@example.com"), "v1").await);
+    }
+    let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(4));
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut readers = JoinSet::new();
+    for reader in 0..READERS {
+        let (state, ids, writing) = (env.instance(&[]).await, ids.clone(), writing.clone());
+        readers.spawn(async move {
+            let mut reads = Vec::new();
+            let mut until = None;
+            let mut turn = reader;
+            // While the writers write, and 1.5 s after: longer than D.
+            while until.is_none_or(|until| Instant::now() < until) {
+                if until.is_none() && !writing.load(std::sync::atomic::Ordering::Relaxed) {
+                    until = Some(Instant::now() + D + Duration::from_millis(500));
+                }
+                let id = turn % IDS;
+                turn += 1;
+                let started = Instant::now();
+                let response = find(&state, request_for("find-user.v2", ids[id])).await;
+                let seen = match status(&response) {
+                    200 => Seen::Live(
+                        header(&response, "etag")
+                            .and_then(|etag| etag.trim_matches('"').parse().ok())
+                            .expect("a version ETag"),
+                    ),
+                    404 => Seen::Gone,
+                    other => panic!("find answered {other}"),
+                };
+                reads.push(Read { id, started, seen });
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            reads
+        });
+    }
+
+    // Act: one SQL writer per user, each change in a transaction of its own.
+    let mut writers = JoinSet::new();
+    for (n, id) in ids.iter().copied().enumerate() {
+        let (pg, schema) = (env.own_pg().await, env.schema.clone());
+        writers.spawn(async move {
+            let mut committed = Vec::new();
+            let mut live = true;
+            for version in 2..=WRITES_PER_ID + 1 {
+                let (sql, after) = match (live, version % 5) {
+                    (true, 0) => (
+                        "DELETE FROM {s}.users WHERE id = $1 AND $2::bigint > 0",
+                        Seen::Gone,
+                    ),
+                    (true, _) => (
+                        "UPDATE {s}.users SET version = $2 WHERE id = $1",
+                        Seen::Live(version),
+                    ),
+                    (false, _) => (
+                        "INSERT INTO {s}.users (id, email, name, owner, version) \
+                         VALUES ($1::uuid, $1::uuid::text || '-' || $2::bigint::text || '@example.com', 'again', $3::text, $2::bigint)",
+                        Seen::Live(version),
+                    ),
+                };
+                let sql = sql.replace("{s}", &schema);
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if sql.contains("$3")
+                {
+                    vec![&id, &version, &FIXTURE_SUBJECT]
+                } else {
+                    vec![&id, &version]
+                };
+                pg.execute(&sql, &params).await.expect("SQL write");
+                live = after != Seen::Gone;
+                committed.push(Committed {
+                    id: n,
+                    version,
+                    after,
+                    at: Instant::now(),
+                });
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            committed
+        });
+    }
+    let writes: Vec<Committed> = writers.join_all().await.into_iter().flatten().collect();
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let reads: Vec<Read> = readers.join_all().await.into_iter().flatten().collect();
+    let consumed = consumer.await.expect("consumer");
+
+    // Assert
+    let checked = reads
+        .iter()
+        .filter(|read| {
+            writes
+                .iter()
+                .any(|write| write.id == read.id && write.at + D < read.started)
+        })
+        .count();
+    assert!(
+        checked >= 200,
+        "history too small: {checked} of {} reads checked",
+        reads.len()
+    );
+    let stale = stale_after(D, &writes, &reads);
+    assert!(
+        stale.is_empty(),
+        "{} of {checked} finds answered a user older than a change committed over {D:?} before they started; first: {:?}",
+        stale.len(),
+        stale.first()
+    );
+    assert_eq!(consumed.failures, 0, "{consumed:?}");
+    println!(
+        "history: {} SQL changes, {checked} finds checked of {}, consumer's longest lag {} ms",
+        writes.len(),
+        reads.len(),
+        consumed.max_lag_ms
+    );
+}
