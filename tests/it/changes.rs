@@ -297,7 +297,9 @@ async fn a_consumer_killed_between_its_claim_and_its_voids_loses_nothing() {
         rename_by_sql(&env, id, "Changed").await;
     }
     let killed = start_consumer(doomed, Duration::from_secs(5));
-    parked.reached().await;
+    tokio::time::timeout(Duration::from_secs(5), parked.reached())
+        .await
+        .expect("the consumer claimed a batch");
 
     // Act: the Lambda environment ends mid-batch; the next run starts.
     killed.abort();
