@@ -39,9 +39,9 @@ EDITS = [
     ),
     (
         "description",
-        "  built by cargo-lambda) behind one API Gateway HTTP API (payload format 2.0), with\n",
-        "  built by cargo-lambda) on Lambda Managed Instances, behind one API Gateway HTTP\n"
-        "  API (payload format 2.0), with\n",
+        "  built by cargo-lambda): five behind one API Gateway HTTP API (payload format 2.0),\n",
+        "  built by cargo-lambda) on Lambda Managed Instances: five behind one API Gateway\n"
+        "  HTTP API (payload format 2.0),\n",
     ),
     (
         "concurrency parameters",
@@ -51,11 +51,14 @@ EDITS = [
     Default: 0
     MinValue: 0
     Description: >-
-      Reserved concurrency of each of the five functions, 0 for none. It caps the Postgres
-      connections the API can open: at most 5 x this x PgPoolMaxSize (each concurrent
-      execution environment holds up to PgPoolMaxSize connections). Keep that below the
-      database's max_connections minus what migrations, admin sessions and other clients
-      need (e.g. 10 with a pool of 2 is 100 connections). Without a reservation, a burst can
+      Reserved concurrency of each of the six functions, 0 for none, otherwise at least 2:
+      invalidate-cache's runs overlap, and with 1 each run would be throttled until the
+      last one ended. It caps the Postgres connections the stack can open: at most 6 x this x
+      PgPoolMaxSize (each concurrent execution environment holds up to PgPoolMaxSize
+      connections), plus one listening connection per running invalidate-cache (two while
+      its runs overlap). Keep that below the database's max_connections minus what
+      migrations, admin sessions and other clients need (e.g. 10 with a pool of 2 is 120
+      connections, plus 2). Without a reservation, a burst can
       open connections until Postgres refuses them; with many functions or small instances,
       put an RDS Proxy in front (DatabaseUrl pointing at the proxy) so connections are
       multiplexed. Reserved concurrency also comes out of the account's unreserved pool
@@ -70,11 +73,13 @@ EDITS = [
     AllowedPattern: "^([1-9][0-9]*)?$"
     ConstraintDescription: "a positive whole number, or empty"
     Description: >-
-      Most execution environments of each of the five functions
-      (FunctionScalingConfig.MaxExecutionEnvironments). It caps the Postgres connections
-      the API can open: at most 5 x this x the pool size of one environment (docs/deploy.md,
-      "Connections"). Keep that below the database's max_connections minus what
-      migrations, admin sessions and other clients need, or put an RDS Proxy in front.
+      Most execution environments of each of the six functions
+      (FunctionScalingConfig.MaxExecutionEnvironments); at least 2, since invalidate-cache
+      serves one run at a time and its runs overlap. It caps the Postgres connections the
+      stack can open: at most 6 x this x the pool size of one environment, plus one
+      listening connection per running invalidate-cache (docs/deploy.md, "Connections").
+      Keep that below the database's max_connections minus what migrations, admin
+      sessions and other clients need, or put an RDS Proxy in front.
       Empty: Lambda's default, which AWS's documentation does not state consistently.
   MaxConcurrencyPerEnvironment:
     Type: String
@@ -129,6 +134,20 @@ EDITS = [
     # (the best-practices page of the Lambda guide). A function peaks at about 5 MB RSS
     # (BENCHMARKS.md "Footprint"), so the environment is sized for its vCPU.
     MemorySize: 2048
+""",
+    ),
+    (
+        "consumer memory",
+        """\
+      # Half the others' 256 MB, so half the cost of a function that runs all the time,
+      # mostly waiting on Postgres and Redis. The others take 256 MB for the CPU of
+      # cold starts and JSON their callers wait on; no caller waits on this one, and
+      # its cold start happens while the previous run still listens
+      # (docs/deploy.md, "The cache consumer").
+      MemorySize: 128
+""",
+        """\
+      # The global 2048 MB: Lambda Managed Instances run no smaller environment.
 """,
     ),
     (
@@ -195,7 +214,7 @@ EDITS = [
   # + CloudWatch Logs writes) and, when a secret is configured, reading that one secret
 """,
         """\
-  # The EC2 capacity the five functions run on, in the stack's subnets and security
+  # The EC2 capacity the six functions run on, in the stack's subnets and security
   # groups; Lambda launches, patches and scales the instances. The CloudFormation
   # resource rather than AWS::Serverless::CapacityProvider: cfn-lint does not know the
   # SAM resource's Arn attribute, and the operator role below is then in plain sight.

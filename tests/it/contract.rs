@@ -1,12 +1,17 @@
 //! One contract: the routes and statuses of `openapi.yaml` are those the
 //! functions declare (and, through the function wrappers, those they answer
 //! with), those `template.yaml` deploys and those the local router serves.
+//! The one function without a route, `invalidate-cache`, is started by a
+//! schedule and by nothing else.
 
 use std::collections::BTreeSet;
 use test_support::contract::{documented_statuses, openapi, repository_file};
 use test_support::functions::ROUTES;
 
 const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+/// The binary of the function no route reaches (docs/deploy.md, "The cache
+/// consumer").
+const CONSUMER: &str = "invalidate-cache";
 
 /// (method, path, x-lambda-function) of every operation in the document.
 fn documented_operations() -> BTreeSet<(String, String, String)> {
@@ -217,15 +222,40 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
         });
         assert!(permitted, "API Gateway may not invoke {resource}");
     }
-    // and no function declares routes of its own.
+    // and no function declares routes of its own: the functions of the API
+    // declare no events at all, the consumer only its schedule.
+    let mut api_functions = BTreeSet::new();
     for (name, resource) in resources {
-        if scalar(&resource["Type"]) == "AWS::Serverless::Function" {
+        if scalar(&resource["Type"]) != "AWS::Serverless::Function" {
+            continue;
+        }
+        let binary = scalar(&resource["Metadata"]["BuildProperties"]["Binary"]);
+        let events = resource["Properties"].get("Events");
+        if binary == CONSUMER {
+            let events = events
+                .and_then(serde_yaml_ng::Value::as_mapping)
+                .unwrap_or_else(|| panic!("{name:?}: {CONSUMER} is started by a schedule"));
+            assert!(!events.is_empty(), "{name:?}: no schedule");
+            for (event, declared) in events {
+                let kind = scalar(&declared["Type"]);
+                assert!(
+                    ["Schedule", "ScheduleV2"].contains(&kind.as_str()),
+                    "{name:?}: event {event:?} of type {kind} reaches {CONSUMER}; only a schedule may"
+                );
+            }
+        } else {
             assert!(
-                resource["Properties"].get("Events").is_none(),
+                events.is_none(),
                 "{name:?} declares routes outside openapi.yaml"
             );
+            api_functions.insert(binary);
         }
     }
+    let routed: BTreeSet<String> = ROUTES
+        .iter()
+        .map(|route| route.function.to_owned())
+        .collect();
+    assert_eq!(api_functions, routed, "the template's functions of the API");
 }
 
 #[test]

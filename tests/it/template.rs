@@ -3,20 +3,30 @@
 //! `scripts/lmi-template.py` makes of the first. cfn-lint reports nothing on
 //! each; the SAM translator accepts each (cfn-lint 1.58 checks SAM resources
 //! against schemas only, which let through templates the transform refuses)
-//! and cfn-lint reports nothing on what it makes of them; each runs the five
-//! functions where it says; the security settings the issue asks for are there.
+//! and cfn-lint reports nothing on what it makes of them; each runs the six
+//! functions where it says, each with the shared role and a log group of its
+//! own; only the five of the API may be invoked by API Gateway, and the sixth,
+//! `invalidate-cache`, is started every minute in runs that overlap; the
+//! security settings the issue asks for are there.
 //!
 //! Without cfn-lint, or the Python beside it that has the translator
 //! (`scripts/test.sh` puts both on PATH), the lint tests print a notice and pass
 //! locally, but fail when `CI` is set: CI must not silently skip them.
 
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 use test_support::contract::repository_file;
+use test_support::functions::ROUTES;
+use users_api::Config;
 
 const LAMBDA: &str = "template.yaml";
 const MANAGED_INSTANCES: &str = "template-lmi.yaml";
+/// The binary of the one function no route reaches: the consumer of the
+/// change records, started by a schedule (docs/deploy.md, "The cache consumer").
+const CONSUMER: &str = "invalidate-cache";
 
 fn template(name: &str) -> String {
     std::fs::read_to_string(repository_file(name)).expect("read the template")
@@ -69,12 +79,9 @@ fn assert_cfn_lint_clean(path: &PathBuf) -> bool {
     true
 }
 
-/// Lints the template, translates it as the SAM transform would and lints the
-/// result; returns that result, or `None` when the tools are not installed.
-fn deployable(name: &str) -> Option<Value> {
-    if !assert_cfn_lint_clean(&repository_file(name)) {
-        return None;
-    }
+/// The template as the SAM transform makes it (CloudFormation, as JSON), or
+/// `None` when the translator is not installed.
+fn translate(name: &str) -> Option<Value> {
     let output = run_tool(
         Command::new(repository_file("scripts/sam-translate.py")).arg(repository_file(name)),
         Some(3),
@@ -84,23 +91,104 @@ fn deployable(name: &str) -> Option<Value> {
         "the SAM transform refuses {name}:\n{}",
         report(&output)
     );
-    let translated = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.json"));
-    std::fs::write(&translated, &output.stdout).expect("write the translated template");
-    assert_cfn_lint_clean(&translated);
     Some(serde_json::from_slice(&output.stdout).expect("the translator writes JSON"))
 }
 
-/// The five `AWS::Lambda::Function`s of a translated template.
-fn functions(translated: &Value) -> Vec<(&String, &Value)> {
-    let functions: Vec<_> = translated["Resources"]
-        .as_object()
-        .expect("Resources")
+/// Lints the template, translates it as the SAM transform would and lints the
+/// result; returns that result, or `None` when the tools are not installed.
+fn deployable(name: &str) -> Option<Value> {
+    if !assert_cfn_lint_clean(&repository_file(name)) {
+        return None;
+    }
+    let translated = translate(name)?;
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&translated).expect("JSON");
+    std::fs::write(&path, text).expect("write the translated template");
+    assert_cfn_lint_clean(&path);
+    Some(translated)
+}
+
+/// One `AWS::Lambda::Function` of a translated template.
+struct Function<'a> {
+    /// Its logical id.
+    name: &'a str,
+    /// The binary cargo-lambda builds for it (SAM keeps the `Metadata`).
+    binary: &'a str,
+    properties: &'a Value,
+}
+
+fn resources(translated: &Value) -> &serde_json::Map<String, Value> {
+    translated["Resources"].as_object().expect("Resources")
+}
+
+/// The six functions of a translated template: the five of the API and the
+/// consumer.
+fn functions(translated: &Value) -> Vec<Function<'_>> {
+    let functions: Vec<Function<'_>> = resources(translated)
         .iter()
         .filter(|(_, resource)| resource["Type"] == "AWS::Lambda::Function")
-        .map(|(name, resource)| (name, &resource["Properties"]))
+        .map(|(name, resource)| Function {
+            name,
+            binary: resource["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} names no binary")),
+            properties: &resource["Properties"],
+        })
         .collect();
-    assert_eq!(functions.len(), 5, "five functions");
+    let binaries: BTreeSet<&str> = functions.iter().map(|function| function.binary).collect();
+    let expected: BTreeSet<&str> = ROUTES
+        .iter()
+        .map(|route| route.function)
+        .chain([CONSUMER])
+        .collect();
+    assert_eq!(binaries, expected, "six functions, one binary each");
+    assert_eq!(functions.len(), 6, "six functions");
     functions
+}
+
+/// What every function has, whatever starts it: the shared role, and a log
+/// group of its own, named after its binary, with the stack's retention.
+fn assert_role_and_log_group(translated: &Value, function: &Function<'_>) {
+    let name = function.name;
+    assert_eq!(
+        function.properties["Role"],
+        json!({ "Fn::GetAtt": ["FunctionRole", "Arn"] }),
+        "{name}"
+    );
+    let group = function.properties["LoggingConfig"]["LogGroup"]["Ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: no log group of the stack"));
+    let group = &resources(translated)[group];
+    assert_eq!(group["Type"], "AWS::Logs::LogGroup", "{name}");
+    assert_eq!(
+        group["Properties"]["LogGroupName"],
+        json!({ "Fn::Sub": format!("/aws/lambda/${{AWS::StackName}}/{}", function.binary) }),
+        "{name}"
+    );
+    assert_eq!(
+        group["Properties"]["RetentionInDays"],
+        json!({ "Ref": "LogRetentionDays" }),
+        "{name}"
+    );
+}
+
+/// The properties of each resource of `kind` that names `function`: by `Ref`
+/// in `FunctionName` (permissions, asynchronous settings) or by ARN among its
+/// `Targets` (rules).
+fn naming<'a>(translated: &'a Value, kind: &str, function: &str) -> Vec<&'a Value> {
+    resources(translated)
+        .values()
+        .filter(|resource| resource["Type"] == kind)
+        .map(|resource| &resource["Properties"])
+        .filter(|properties| {
+            properties["FunctionName"] == json!({ "Ref": function })
+                || properties["Targets"].as_array().is_some_and(|targets| {
+                    targets
+                        .iter()
+                        .any(|target| target["Arn"] == json!({ "Fn::GetAtt": [function, "Arn"] }))
+                })
+        })
+        .collect()
 }
 
 #[test]
@@ -111,13 +199,15 @@ fn the_lambda_template_is_deployable_and_puts_every_function_in_the_vpc() {
     };
 
     // Assert
-    for (name, function) in functions(&translated) {
+    for function in functions(&translated) {
+        let (name, properties) = (function.name, function.properties);
         assert_eq!(
-            function["VpcConfig"]["SubnetIds"],
+            properties["VpcConfig"]["SubnetIds"],
             json!({ "Ref": "SubnetIds" }),
             "{name}"
         );
-        assert!(function.get("CapacityProviderConfig").is_none(), "{name}");
+        assert!(properties.get("CapacityProviderConfig").is_none(), "{name}");
+        assert_role_and_log_group(&translated, &function);
     }
 }
 
@@ -135,7 +225,8 @@ fn the_lmi_template_is_deployable_and_runs_every_function_on_the_capacity_provid
         provider["Properties"]["VpcConfig"]["SubnetIds"],
         json!({ "Ref": "SubnetIds" })
     );
-    for (name, function) in functions(&translated) {
+    for function in functions(&translated) {
+        let (name, function) = (function.name, function.properties);
         let config =
             &function["CapacityProviderConfig"]["LambdaManagedInstancesCapacityProviderConfig"];
         assert_eq!(
@@ -158,6 +249,101 @@ fn the_lmi_template_is_deployable_and_runs_every_function_on_the_capacity_provid
             "{name}: the instances' architecture"
         );
         assert_eq!(function["PublishToLatestPublished"], true, "{name}");
+    }
+    for function in functions(&translated) {
+        assert_role_and_log_group(&translated, &function);
+    }
+}
+
+#[test]
+fn only_the_five_functions_of_the_api_may_be_invoked_by_api_gateway() {
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange
+        let Some(translated) = translate(name) else {
+            return;
+        };
+
+        for function in functions(&translated) {
+            // Act
+            let principals: BTreeSet<&str> =
+                naming(&translated, "AWS::Lambda::Permission", function.name)
+                    .into_iter()
+                    .map(|permission| permission["Principal"].as_str().unwrap_or("?"))
+                    .collect();
+
+            // Assert
+            let expected = if function.binary == CONSUMER {
+                ["events.amazonaws.com"]
+            } else {
+                ["apigateway.amazonaws.com"]
+            };
+            assert_eq!(
+                principals,
+                BTreeSet::from(expected),
+                "{name}: who may invoke {}",
+                function.binary
+            );
+        }
+    }
+}
+
+#[test]
+fn the_consumer_runs_every_minute_in_overlapping_runs_that_are_never_retried() {
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange
+        let Some(translated) = translate(name) else {
+            return;
+        };
+        let functions = functions(&translated);
+        let consumer = functions
+            .iter()
+            .find(|function| function.binary == CONSUMER)
+            .expect("the consumer");
+        // The margin it stops by before its deadline: the template's, or the
+        // code's default.
+        let mut settings: BTreeMap<String, String> =
+            consumer.properties["Environment"]["Variables"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(variable, value)| {
+                    Some((variable.clone(), value.as_str()?.to_owned()))
+                })
+                .collect();
+        settings.insert("DATABASE_URL".into(), "postgres://consumer@db/users".into());
+        settings.insert("REDIS_URL".into(), "redis://cache:6379".into());
+        let margin = Config::from_lookup(|variable| settings.get(variable).cloned())
+            .expect("the consumer's settings")
+            .changes
+            .stop_before_deadline;
+
+        // Act
+        let rules = naming(&translated, "AWS::Events::Rule", consumer.name);
+        let invoke_configs = naming(&translated, "AWS::Lambda::EventInvokeConfig", consumer.name);
+        let timeout = consumer.properties["Timeout"]
+            .as_u64()
+            .map(Duration::from_secs)
+            .expect("a timeout of its own");
+
+        // Assert: started every minute by one rule;
+        assert_eq!(rules.len(), 1, "{name}: one schedule");
+        assert_eq!(rules[0]["ScheduleExpression"], "rate(1 minute)", "{name}");
+        assert_ne!(rules[0]["State"], "DISABLED", "{name}");
+        // each run works for longer than the minute, so that the next one
+        // starts while it still listens;
+        assert!(
+            timeout.saturating_sub(margin) > Duration::from_secs(60),
+            "{name}: a run works {:?}, so runs do not overlap",
+            timeout.saturating_sub(margin)
+        );
+        // and a failed run is not run again, nor a late one started, since
+        // the next minute's run takes over.
+        assert_eq!(invoke_configs.len(), 1, "{name}: asynchronous settings");
+        assert_eq!(invoke_configs[0]["MaximumRetryAttempts"], 0, "{name}");
+        assert!(
+            invoke_configs[0]["MaximumEventAgeInSeconds"].as_u64() <= Some(60),
+            "{name}: an event older than the schedule's minute is dropped"
+        );
     }
 }
 
