@@ -40,12 +40,62 @@ where
         })
 }
 
+/// How long a run lasts when its invocation carries no deadline to go by.
+const WITHOUT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// When an invocation should stop taking on work: `margin` before the
-/// deadline `context` carries (now, if that has passed).
+/// deadline `context` carries.
+///
+/// Lambda's deadline is always ahead when an invocation arrives. One that
+/// has already passed comes from an emulator: `cargo lambda watch` sends a
+/// fixed 600,000 ms after the epoch. Such a run lasts [`WITHOUT_DEADLINE`]
+/// instead of ending at once, so that `cargo lambda invoke` answers after a
+/// few seconds and `scripts/run.sh`'s loop does not spin.
 pub fn run_until(context: &Context, margin: Duration) -> Instant {
-    let left = context
-        .deadline()
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
+    let left = match context.deadline().duration_since(SystemTime::now()) {
+        Ok(left) => left,
+        Err(_) => WITHOUT_DEADLINE + margin,
+    };
     Instant::now() + left.saturating_sub(margin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context_with_deadline(deadline: SystemTime) -> Context {
+        let mut context = Context::default();
+        context.deadline = deadline
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .try_into()
+            .unwrap();
+        context
+    }
+
+    #[test]
+    fn a_run_stops_the_margin_before_its_invocations_deadline() {
+        // Arrange
+        let context = context_with_deadline(SystemTime::now() + Duration::from_secs(60));
+
+        // Act
+        let left = run_until(&context, Duration::from_secs(3)) - Instant::now();
+
+        // Assert
+        assert!(left > Duration::from_millis(56_500) && left <= Duration::from_secs(57));
+    }
+
+    #[test]
+    fn a_deadline_already_passed_as_cargo_lambda_watch_sends_it_gives_a_short_run() {
+        // Arrange: `lambda-runtime-deadline-ms: 600000`.
+        let mut context = Context::default();
+        context.deadline = 600_000;
+
+        // Act
+        let left = run_until(&context, Duration::from_secs(3)) - Instant::now();
+
+        // Assert
+        assert!(left > WITHOUT_DEADLINE - Duration::from_millis(500) && left <= WITHOUT_DEADLINE);
+    }
 }
