@@ -118,6 +118,10 @@ pub struct CacheConfig {
     /// How long a write's guard blocks fills if its cleanup after the commit is lost.
     /// Longer than any write can take, see [`Config::from_lookup`].
     pub write_guard: Duration,
+    /// How many replicas must hold a write's guard before its statement runs
+    /// (`WAIT` after the guard and after the release); zero does not wait.
+    /// So that a failover cannot lose the guard (docs/cache.md, "Writes").
+    pub guard_replicas: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -244,6 +248,7 @@ impl Config {
                 lease: env.millis("CACHE_LEASE_MS", 3000)?,
                 fill_wait: env.millis("CACHE_FILL_WAIT_MS", 40)?,
                 write_guard: env.millis("CACHE_WRITE_GUARD_MS", longest_write_ms)?,
+                guard_replicas: env.count("CACHE_GUARD_REPLICAS", 0)?,
             },
             limits: Limits {
                 max_body_bytes: env.parse("MAX_BODY_BYTES", defaults.max_body_bytes)?,
@@ -321,6 +326,15 @@ impl Env<'_> {
             return Ok(default);
         };
         raw.trim().parse().map_err(|_| ConfigError {
+            variable: name,
+            problem: "must be a whole number",
+        })
+    }
+
+    /// A count where zero is allowed, that fits in 32 bits.
+    fn count(&self, name: &'static str, default: u32) -> Result<u32, ConfigError> {
+        let value = self.whole(name, u64::from(default))?;
+        u32::try_from(value).map_err(|_| ConfigError {
             variable: name,
             problem: "must be a whole number",
         })

@@ -23,6 +23,7 @@ fn defaults_apply_when_only_required_values_are_set() {
     assert_eq!(config.postgres.pool_max_size, 2);
     assert_eq!(config.limits.max_body_bytes, 16384);
     assert_eq!(config.cache.write_guard, Duration::from_millis(13_000));
+    assert_eq!(config.cache.guard_replicas, 0);
     assert!(!config.redis.cluster);
     assert!(config.postgres.secret.is_none());
     assert_eq!(config.metrics_namespace.as_deref(), Some("users-api"));
@@ -132,6 +133,7 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "CACHE_LEASE_MS" => ms(config.cache.lease),
         "CACHE_FILL_WAIT_MS" => ms(config.cache.fill_wait),
         "CACHE_WRITE_GUARD_MS" => ms(config.cache.write_guard),
+        "CACHE_GUARD_REPLICAS" => config.cache.guard_replicas.to_string(),
         "PG_POOL_MAX_SIZE" => config.postgres.pool_max_size.to_string(),
         "AWS_LAMBDA_MAX_CONCURRENCY" => config.concurrency.to_string(),
         "PG_CONNECT_TIMEOUT_MS" => ms(config.postgres.connect_timeout),
@@ -295,6 +297,18 @@ fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
                 ("CACHE_EAGER_REFRESH_PERCENT", "100"),
             ],
             "CACHE_EAGER_REFRESH_PERCENT",
+        ),
+        (
+            &[REQUIRED[0], REQUIRED[1], ("CACHE_GUARD_REPLICAS", "one")],
+            "CACHE_GUARD_REPLICAS",
+        ),
+        (
+            &[
+                REQUIRED[0],
+                REQUIRED[1],
+                ("CACHE_GUARD_REPLICAS", "4294967296"),
+            ],
+            "CACHE_GUARD_REPLICAS",
         ),
     ];
     for (pairs, variable) in cases {
