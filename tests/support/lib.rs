@@ -19,6 +19,7 @@ pub mod contract;
 pub mod functions;
 pub mod proxy;
 pub mod redis_modes;
+pub mod replication;
 pub mod runtime_stub;
 pub mod secrets_extension;
 pub mod servers;

@@ -9,9 +9,11 @@
 //! - `Reset`: every open connection is reset (RST) now, and new ones at once
 //!   (a server that restarts, or a NAT that forgot the flow).
 //!
-//! Listens on 127.0.0.1 only; stops with its last handle.
+//! Listens on 127.0.0.1 only; stops with its last handle. Its upstream can be
+//! moved ([`FaultProxy::retarget`]), as a DNS endpoint moves in a failover.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,6 +31,7 @@ pub enum Mode {
 pub struct FaultProxy {
     pub port: u16,
     mode: watch::Sender<Mode>,
+    upstream: Arc<Mutex<SocketAddr>>,
     accept: JoinHandle<()>,
 }
 
@@ -38,12 +41,26 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let (mode, watcher) = watch::channel(Mode::Pass);
+        let upstream = Arc::new(Mutex::new(upstream));
+        let target = upstream.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                let upstream = *target.lock().expect("upstream");
                 tokio::spawn(serve(client, upstream, watcher.clone()));
             }
         });
-        Self { port, mode, accept }
+        Self {
+            port,
+            mode,
+            upstream,
+            accept,
+        }
+    }
+
+    /// New connections go to `upstream` from now on; open ones stay with the
+    /// old one, as connections to a DNS name do when it moves.
+    pub fn retarget(&self, upstream: SocketAddr) {
+        *self.upstream.lock().expect("upstream") = upstream;
     }
 
     pub fn set(&self, mode: Mode) {

@@ -1,6 +1,7 @@
 //! Private Redis deployments in the shapes production uses: a TLS-only server
 //! (ElastiCache with in-transit encryption, `rediss://`) and a three-primary
-//! cluster (ElastiCache cluster mode / Serverless).
+//! cluster (ElastiCache cluster mode / Serverless), with or without a replica
+//! per primary.
 //!
 //! Each runs on free loopback ports, in a temporary directory of its own, and
 //! is killed on drop. The shared Redis is not touched.
@@ -84,9 +85,10 @@ impl Drop for RedisTlsServer {
     }
 }
 
-/// Three `redis-server` primaries joined into one cluster (no replicas), each
-/// owning a third of the 16384 slots. Cluster bus ports are chosen free too
-/// (`--cluster-port`), instead of Redis' default of port + 10000.
+/// Three `redis-server` primaries joined into one cluster, each owning a
+/// third of the 16384 slots, and a replica each when asked for. Cluster bus
+/// ports are chosen free too (`--cluster-port`), instead of Redis' default of
+/// port + 10000.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     /// The CA of the nodes' certificates when the cluster speaks TLS only
@@ -99,17 +101,25 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts a plain-text cluster; see [`RedisCluster::start_with_tls`].
     pub fn start() -> Self {
-        Self::start_on(None)
+        Self::start_on(None, 0)
     }
 
     /// Starts a cluster whose nodes accept TLS only (`--tls-cluster yes`).
     pub fn start_with_tls() -> Self {
-        Self::start_on(Some(TestCa::new("users-api test CA (redis cluster)")))
+        Self::start_on(Some(TestCa::new("users-api test CA (redis cluster)")), 0)
+    }
+
+    /// Starts a plain-text cluster of three primaries and a replica each
+    /// (six nodes; which is which, [`RedisCluster::is_primary`] says), and
+    /// returns once every replica has synchronized with its primary.
+    pub fn start_with_replicas() -> Self {
+        Self::start_on(None, 1)
     }
 
     /// Starts the nodes, runs `redis-cli --cluster create`, and returns once
-    /// every node reports `cluster_state:ok` (bounded by 30 s).
-    fn start_on(ca: Option<TestCa>) -> Self {
+    /// every node reports `cluster_state:ok` and every replica's link to its
+    /// primary is up (bounded by 30 s).
+    fn start_on(ca: Option<TestCa>, replicas: usize) -> Self {
         let dir = TempDir::new("redis-cluster");
         let mut tls_args = Vec::new();
         let mut cli_tls_args = Vec::new();
@@ -138,7 +148,7 @@ impl RedisCluster {
             children: Vec::new(),
             dir,
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let (port, child) = spawn_listening("cluster node", |port| {
                 let (plain_port, tls_port) = match cluster.ca {
                     Some(_) => (0, port),
@@ -157,6 +167,9 @@ impl RedisCluster {
                     format!("nodes-{port}.conf"),
                     "--cluster-node-timeout".to_owned(),
                     "5000".to_owned(),
+                    // Replicas synchronize at once instead of after 5 s.
+                    "--repl-diskless-sync-delay".to_owned(),
+                    "0".to_owned(),
                 ];
                 args.extend(tls_args.iter().cloned());
                 spawn_redis(&args, cluster.dir.path())
@@ -169,7 +182,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is installed");
         assert!(
@@ -208,6 +221,24 @@ impl RedisCluster {
         .expect("node client")
     }
 
+    /// `INFO replication` of node `index`.
+    pub fn replication(&self, index: usize) -> Option<String> {
+        let client = self.node_client(index);
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(&mut connection)
+            .ok()
+    }
+
+    /// Whether node `index` is a primary now.
+    pub fn is_primary(&self, index: usize) -> bool {
+        self.replication(index)
+            .is_some_and(|info| info.contains("role:master"))
+    }
+
     fn wait_until_ok(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let node_is_ok = |index: usize| -> bool {
@@ -216,10 +247,17 @@ impl RedisCluster {
             else {
                 return false;
             };
-            redis::cmd("CLUSTER")
+            let cluster_ok = redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query::<String>(&mut connection)
-                .is_ok_and(|info| info.contains("cluster_state:ok"))
+                .is_ok_and(|info| info.contains("cluster_state:ok"));
+            let replication = redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut connection)
+                .unwrap_or_default();
+            let synchronized = replication.contains("role:master")
+                || replication.contains("master_link_status:up");
+            cluster_ok && synchronized
         };
         while !(0..self.ports.len()).all(node_is_ok) {
             assert!(Instant::now() < deadline, "cluster not ok within {limit:?}");

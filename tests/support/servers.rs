@@ -70,6 +70,8 @@ pub fn spawn_listening(what: &str, mut spawn: impl FnMut(u16) -> Child) -> (u16,
 pub struct RedisServer {
     pub port: u16,
     child: Child,
+    /// Its extra settings, for [`RedisServer::restart`].
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -80,17 +82,20 @@ impl RedisServer {
     /// Starts a server with extra command-line settings (`--tls-port ...`).
     pub fn start_with(extra: &[&str]) -> Self {
         let (port, child) = spawn_listening("private redis-server", |port| spawn(port, extra));
-        Self { port, child }
+        let extra = extra.iter().map(|setting| (*setting).to_owned()).collect();
+        Self { port, child, extra }
     }
 
-    /// Starts a server on a port it had before (see [`RedisServer::restart`]).
-    fn start_on(port: u16) -> Self {
-        let child = spawn(port, &[]);
+    /// Starts a server on a port it had before, with the same settings (see
+    /// [`RedisServer::restart`]).
+    fn start_on(port: u16, extra: Vec<String>) -> Self {
+        let settings: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let child = spawn(port, &settings);
         assert!(
             wait_until_listening(port, Duration::from_secs(10)),
             "private redis-server did not start again on port {port}"
         );
-        Self { port, child }
+        Self { port, child, extra }
     }
 
     pub fn url(&self) -> String {
@@ -115,7 +120,7 @@ impl RedisServer {
 
     pub fn restart(&mut self) {
         self.stop();
-        let replacement = Self::start_on(self.port);
+        let replacement = Self::start_on(self.port, self.extra.clone());
         let old = std::mem::replace(self, replacement);
         std::mem::forget(old);
     }
