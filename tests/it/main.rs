@@ -16,6 +16,7 @@ mod fail_safe;
 mod faults;
 mod idempotency;
 mod production;
+mod redis_failover;
 mod redis_modes;
 mod runtime;
 mod secrets;

@@ -2,10 +2,17 @@
 //! that reconnects by itself, or a Redis Cluster (ElastiCache Serverless,
 //! cluster mode enabled), over TLS for `rediss://`. Every call is bounded by
 //! `REDIS_RESPONSE_TIMEOUT_MS` and retried once when its connection was cut.
+//!
+//! A standalone server that stops answering as a primary (`READONLY` after a
+//! failover demoted it, `MASTERDOWN`, `LOADING`) has its connection dropped:
+//! the next call opens a new one through the endpoint, which names the new
+//! primary (`standalone.rs`). The cluster client does this itself: it
+//! refreshes its slots on `READONLY` and `MOVED`.
 
+use super::standalone::Standalone;
 use crate::config::RedisConfig;
 use crate::telemetry;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
@@ -34,7 +41,7 @@ pub(crate) struct Redis {
 
 #[derive(Clone)]
 enum Link {
-    Single(ConnectionManager),
+    Single(Arc<Standalone>),
     /// Connected on first use, so a cold start while Redis is down succeeds.
     Cluster {
         client: Arc<ClusterClient>,
@@ -44,7 +51,8 @@ enum Link {
 
 /// The connection one call runs on.
 enum Active {
-    Single(ConnectionManager),
+    /// With the generation of the manager, to replace that one only.
+    Single(ConnectionManager, u64),
     Cluster(ClusterConnection),
 }
 
@@ -75,7 +83,13 @@ impl Redis {
                 connected: Arc::default(),
             }
         } else {
-            Link::Single(manager(config, certificates)?)
+            let client = match certificates {
+                Some(certificates) => {
+                    redis::Client::build_with_tls(config.url.as_str(), certificates)?
+                }
+                None => redis::Client::open(config.url.as_str())?,
+            };
+            Link::Single(Arc::new(Standalone::new(client, config)?))
         };
         Ok(Self {
             link,
@@ -101,13 +115,28 @@ impl Redis {
     /// Runs one Redis call within `REDIS_RESPONSE_TIMEOUT_MS`. A call that
     /// failed because its connection was cut (an idle connection killed while
     /// the sandbox was frozen) is retried once, on the manager's new
-    /// connection; every call of the cache is safe to repeat.
+    /// connection; every call of the cache is safe to repeat. A call answered
+    /// by a server that is no primary (any more) is not retried: its
+    /// connection is dropped, and the next call reconnects.
     async fn call<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
     where
         F: Fn(Active) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = || async { command(self.active().await?).await };
+        let attempt = || async {
+            let active = self.active().await?;
+            let generation = match &active {
+                Active::Single(_, generation) => Some(*generation),
+                Active::Cluster(_) => None,
+            };
+            let result = command(active).await;
+            if let (Err(error), Some(generation), Link::Single(standalone)) =
+                (&result, generation, &self.link)
+            {
+                standalone.reconnect_unless_primary(generation, error);
+            }
+            result
+        };
         let started = Instant::now();
         let result = match self.bounded(attempt()).await {
             Err(CacheError::Redis(error))
@@ -134,7 +163,10 @@ impl Redis {
 
     async fn active(&self) -> redis::RedisResult<Active> {
         match &self.link {
-            Link::Single(manager) => Ok(Active::Single(manager.clone())),
+            Link::Single(standalone) => {
+                let (manager, generation) = standalone.current();
+                Ok(Active::Single(manager, generation))
+            }
             Link::Cluster { client, connected } => {
                 let mut connected = connected.lock().await;
                 if let Some(connection) = connected.as_ref() {
@@ -148,31 +180,10 @@ impl Redis {
     }
 }
 
-fn manager(
-    config: &RedisConfig,
-    certificates: Option<redis::TlsCertificates>,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let client = match certificates {
-        Some(certificates) => redis::Client::build_with_tls(config.url.as_str(), certificates)?,
-        None => redis::Client::open(config.url.as_str())?,
-    };
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(config.connect_timeout))
-        // Every call is bounded by `Redis::call` (reconnect wait included),
-        // so a second timer per request would only cost time; a timeout
-        // never made the manager reconnect anyway.
-        .set_response_timeout(None)
-        // One connection attempt per reconnect: while Redis is down each
-        // request makes one quick attempt instead of queueing behind a
-        // backoff, and the first one after it returns reconnects.
-        .set_number_of_retries(0);
-    ConnectionManager::new_lazy_with_config(client, manager_config)
-}
-
 impl ConnectionLike for Active {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Single(connection, _) => connection.req_packed_command(cmd),
             Self::Cluster(connection) => connection.req_packed_command(cmd),
         }
     }
@@ -184,14 +195,14 @@ impl ConnectionLike for Active {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Single(connection, _) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Self::Single(connection) => connection.get_db(),
+            Self::Single(connection, _) => connection.get_db(),
             Self::Cluster(connection) => connection.get_db(),
         }
     }

@@ -7,11 +7,14 @@
 //! - [`lease`]: lease and writer tokens, TTL jitter;
 //! - [`connection`]: standalone or cluster, TLS, the bounded call and its
 //!   retry;
+//! - [`standalone`]: a standalone server's connection, replaced when the
+//!   server answers as no primary;
 //! - here, [`UserCache`]: what the service asks of the cache.
 
 mod connection;
 mod lease;
 pub(crate) mod protocol;
+mod standalone;
 
 pub use connection::CacheError;
 pub use lease::{Lease, WriteGuard, draw};
