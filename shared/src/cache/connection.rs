@@ -7,15 +7,21 @@
 //! failover demoted it, `MASTERDOWN`, `LOADING`) has its connection dropped:
 //! the next call opens a new one through the endpoint, which names the new
 //! primary (`standalone.rs`). The cluster client does this itself: it
-//! refreshes its slots on `READONLY` and `MOVED`.
+//! refreshes its slots on `READONLY` and `MOVED`. A write's script can be
+//! followed by `WAIT` on the same connection and node
+//! ([`Redis::run_replicated`]).
 
+use super::protocol::millis;
 use super::standalone::Standalone;
 use crate::config::RedisConfig;
 use crate::telemetry;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Script, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +36,14 @@ pub enum CacheError {
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// The write reached the primary, but fewer replicas than
+    /// `CACHE_GUARD_REPLICAS` acknowledged it within `WAIT`'s timeout.
+    #[error("{acknowledged} of {wanted} replicas acknowledged the write within {waited:?}")]
+    Replicas {
+        acknowledged: u32,
+        wanted: u32,
+        waited: Duration,
+    },
 }
 
 /// Redis, as the cache calls it.
@@ -37,6 +51,12 @@ pub enum CacheError {
 pub(crate) struct Redis {
     link: Link,
     timeout: Duration,
+    /// `WAIT`'s own timeout: four fifths of `timeout`, so that it can end
+    /// with the replicas' count before the call's bound. Redis checks a
+    /// blocked client's timeout at its `hz` (every 100 ms by default), so
+    /// below that it is mostly the call's bound that ends a `WAIT` short of
+    /// replicas: the same refusal, as a timeout.
+    wait: Duration,
 }
 
 #[derive(Clone)]
@@ -91,9 +111,11 @@ impl Redis {
             };
             Link::Single(Arc::new(Standalone::new(client, config)?))
         };
+        let timeout = config.response_timeout;
         Ok(Self {
             link,
-            timeout: config.response_timeout,
+            timeout,
+            wait: (timeout - timeout / 5).max(Duration::from_millis(1)),
         })
     }
 
@@ -110,6 +132,56 @@ impl Redis {
     ) -> Result<T, CacheError> {
         self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
             .await
+    }
+
+    /// Runs `script`, whose `EVALSHA` is `call`, then, when `replicas` is not
+    /// zero, `WAIT replicas` for [`Redis::wait`], in one pipeline: on a
+    /// standalone server one connection carries both, so `WAIT` counts the
+    /// replicas holding the script's write; in a cluster the client sends a
+    /// pipeline to the node owning its first key's slot, so only the key's
+    /// own shard waits (a `WAIT` alone would go to every primary). A server
+    /// that does not have the script (new, restarted, flushed) loads it and
+    /// is sent the pipeline again (the first `WAIT` ran too, for nothing
+    /// new). `Err(CacheError::Replicas)` when fewer replicas acknowledged:
+    /// the write is on the primary all the same.
+    pub(crate) async fn run_replicated<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        call: Cmd,
+        replicas: u32,
+    ) -> Result<T, CacheError> {
+        let mut pipeline = redis::pipe();
+        pipeline.add_command(call);
+        if replicas > 0 {
+            pipeline.cmd("WAIT").arg(replicas).arg(millis(self.wait));
+        }
+        let pipeline = &pipeline;
+        let values: Vec<Value> = self
+            .call(|mut connection| async move {
+                match pipeline.query_async(&mut connection).await {
+                    Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        script.load_async(&mut connection).await?;
+                        pipeline.query_async(&mut connection).await
+                    }
+                    answered => answered,
+                }
+            })
+            .await?;
+        let mut values = values.into_iter();
+        let answer = T::from_redis_value(values.next().unwrap_or(Value::Nil))
+            .map_err(redis::RedisError::from)?;
+        if replicas > 0 {
+            let acknowledged = u32::from_redis_value(values.next().unwrap_or(Value::Nil))
+                .map_err(redis::RedisError::from)?;
+            if acknowledged < replicas {
+                return Err(CacheError::Replicas {
+                    acknowledged,
+                    wanted: replicas,
+                    waited: self.wait,
+                });
+            }
+        }
+        Ok(answer)
     }
 
     /// Runs one Redis call within `REDIS_RESPONSE_TIMEOUT_MS`. A call that

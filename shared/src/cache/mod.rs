@@ -6,7 +6,7 @@
 //!   scripts (pure);
 //! - [`lease`]: lease and writer tokens, TTL jitter;
 //! - [`connection`]: standalone or cluster, TLS, the bounded call and its
-//!   retry;
+//!   retry, a write followed by `WAIT` for replicas;
 //! - [`standalone`]: a standalone server's connection, replaced when the
 //!   server answers as no primary;
 //! - here, [`UserCache`]: what the service asks of the cache.
@@ -22,7 +22,7 @@ pub use protocol::Cached;
 
 use crate::config::{CacheConfig, RedisConfig};
 use connection::Redis;
-use protocol::{COMPARE_AND_SET, GUARD, RELEASE, Stored, millis};
+use protocol::{COMPARE_AND_SET, GUARD, RELEASE, Stored, evalsha, millis};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -57,6 +57,13 @@ pub enum Entry<'a> {
 #[derive(Clone)]
 pub struct UserCache {
     redis: Redis,
+    /// What guards and releases run on: `redis` itself, or, when they wait
+    /// for replicas, a connection of their own, so that a `WAIT` (which
+    /// holds up its connection until the replicas answer) never delays the
+    /// lookups of other requests sharing `redis`.
+    writes: Redis,
+    /// `CACHE_GUARD_REPLICAS`.
+    guard_replicas: u32,
     prefix: String,
     ttl: Duration,
     fail_safe: Duration,
@@ -72,8 +79,15 @@ impl UserCache {
         redis: &RedisConfig,
         cache: &CacheConfig,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let lookups = Redis::new(redis)?;
+        let writes = match cache.guard_replicas {
+            0 => lookups.clone(),
+            _ => Redis::new(redis)?,
+        };
         Ok(Self {
-            redis: Redis::new(redis)?,
+            redis: lookups,
+            writes,
+            guard_replicas: cache.guard_replicas,
             prefix: protocol::key_prefix(&cache.key_prefix),
             ttl: cache.ttl,
             fail_safe: cache.fail_safe,
@@ -197,24 +211,44 @@ impl UserCache {
     /// Before a write commits: add this write to the key's guard, which
     /// voids any lease and blocks new fills until every write in it has
     /// called [`UserCache::release_write`] or the guard expires (it outlives
-    /// the write's own timeouts).
+    /// the write's own timeouts). With `CACHE_GUARD_REPLICAS`, `Ok` only
+    /// once that many replicas hold the guard too, so that a failover cannot
+    /// lose it; [`CacheError::Replicas`] when fewer did in time.
     pub async fn guard_write(&self, id: Uuid) -> Result<WriteGuard, CacheError> {
         let guard = WriteGuard::new();
-        let mut invocation = GUARD.key(self.key(id));
-        invocation
-            .arg(&guard.token[..])
-            .arg(millis(self.write_guard));
-        let _: i64 = self.redis.invoke(&invocation).await?;
-        Ok(guard)
+        let mut call = evalsha(&GUARD, &self.key(id));
+        call.arg(&guard.token[..]).arg(millis(self.write_guard));
+        match self
+            .writes
+            .run_replicated::<i64>(&GUARD, call, self.guard_replicas)
+            .await
+        {
+            Ok(_) => Ok(guard),
+            Err(short @ CacheError::Replicas { .. }) => {
+                // The write will not run: take it out of the guard on the
+                // primary, without waiting (it changed nothing), so the key
+                // is not kept from fills for the guard's lifetime. If this
+                // fails too, the guard expires.
+                let _ = self.release(id, &guard, 0).await;
+                Err(short)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// After a write commits (or fails): take it out of the key's guard,
     /// deleting the key when no other write is in it, so the next `find`
-    /// reads the committed row and fills.
+    /// reads the committed row and fills. With `CACHE_GUARD_REPLICAS`,
+    /// [`CacheError::Replicas`] when fewer replicas than that acknowledged
+    /// the release in time.
     pub async fn release_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
-        let mut invocation = RELEASE.key(self.key(id));
-        invocation.arg(&guard.token[..]);
-        let _: i64 = self.redis.invoke(&invocation).await?;
+        self.release(id, guard, self.guard_replicas).await
+    }
+
+    async fn release(&self, id: Uuid, guard: &WriteGuard, replicas: u32) -> Result<(), CacheError> {
+        let mut call = evalsha(&RELEASE, &self.key(id));
+        call.arg(&guard.token[..]);
+        let _: i64 = self.writes.run_replicated(&RELEASE, call, replicas).await?;
         Ok(())
     }
 
@@ -225,7 +259,11 @@ impl UserCache {
     /// else (an entry, fresh or kept, a negative entry, a fill or refresh
     /// lease) is deleted, so a lease taken before the change committed can
     /// no longer fill. The keys are voided concurrently, each call bounded
-    /// and retried as any other; `Err` when any of them failed.
+    /// and retried as any other; `Err` when any of them failed. With
+    /// `CACHE_GUARD_REPLICAS`, each voiding waits for that many replicas too
+    /// ([`CacheError::Replicas`] when fewer acknowledged), so that the
+    /// consumer deletes a change record only once its voiding would survive
+    /// a failover.
     pub async fn void(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         let outsider = WriteGuard::new();
         let releases = ids.iter().map(|id| self.release_write(*id, &outsider));

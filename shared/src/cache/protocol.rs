@@ -105,6 +105,16 @@ redis.call('DEL', KEYS[1])
 return 1";
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_SCRIPT));
 
+/// `EVALSHA` of `script` on `key`, its arguments to follow: a script call
+/// that can go in a pipeline (a `ScriptInvocation` cannot), which runs it
+/// and loads it when the server does not have it
+/// (`connection.rs`, `Redis::run_replicated`).
+pub(crate) fn evalsha(script: &Script, key: &str) -> Cmd {
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash()).arg(1).arg(key);
+    call
+}
+
 /// What a key that is not empty holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Stored {
