@@ -600,3 +600,81 @@ async fn a_history_of_finds_while_sql_writers_update_delete_and_insert_has_no_re
         consumed.max_lag_ms
     );
 }
+
+#[tokio::test]
+async fn the_consumer_writes_its_lag_per_batch_and_the_age_of_the_oldest_record() {
+    // Arrange: a change that waits 300 ms before any consumer runs.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "metrics@example.com", "Metrics").await;
+    applied_before(&env).await;
+    rename_by_sql(&env, id, "Waited").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let consumer = env.instance(&[]).await;
+    let metrics = test_support::capture::Captured::default();
+    consumer
+        .telemetry
+        .send_metrics_to(Box::new(metrics.clone()));
+
+    // Act
+    let consumed = invalidate(&consumer, SCHEDULE, Duration::from_millis(500)).await;
+
+    // Assert: one batch's line, then the backlog's (empty at the end).
+    let lines: Vec<serde_json::Value> = metrics
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an EMF line"))
+        .collect();
+    let batch = lines
+        .iter()
+        .find(|line| line.get("InvalidationLag").is_some())
+        .expect("a batch's line");
+    assert_eq!(batch["Function"], "invalidate-cache");
+    assert_eq!(batch["ChangesApplied"], 1.0);
+    let lag = batch["InvalidationLag"].as_f64().expect("a number");
+    assert!((300.0..2_000.0).contains(&lag), "lag {lag} ms");
+    let backlog: Vec<f64> = lines
+        .iter()
+        .filter_map(|line| line.get("OldestChangeAge")?.as_f64())
+        .collect();
+    assert_eq!(backlog.last(), Some(&0.0), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "users-api")
+    );
+    assert_eq!(consumed.max_lag_ms, lag as u64);
+}
+
+#[tokio::test]
+async fn changes_waiting_while_postgres_is_unreachable_are_applied_when_it_is_back() {
+    // Arrange: a cached user; a consumer whose Postgres is behind a proxy
+    // that refuses it.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "pg-outage@example.com", "Before").await;
+    assert_eq!(found(&env.state, id).await.1.as_deref(), Some("Before"));
+    applied_before(&env).await;
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+    proxy.set(Mode::Reset);
+    let url = env.database_url_through(proxy.port);
+    let consumer = start_consumer(
+        env.instance(&[("DATABASE_URL", &url), ("PG_CONNECT_TIMEOUT_MS", "300")])
+            .await,
+        Duration::from_secs(4),
+    );
+
+    // Act: another writer's change while the consumer cannot reach
+    // Postgres, then the way is open again.
+    rename_by_sql(&env, id, "After").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let during_outage = found(&env.state, id).await.1;
+    proxy.set(Mode::Pass);
+    let seen = answered_within(&env.state, id, (200, Some("After")), Duration::from_secs(3)).await;
+
+    // Assert
+    assert_eq!(during_outage.as_deref(), Some("Before"));
+    assert!(seen.is_some(), "not applied after Postgres came back");
+    let consumed = consumer.await.expect("consumer");
+    assert!(consumed.failures > 0, "{consumed:?}");
+    assert_eq!(consumed.applied, 1, "{consumed:?}");
+    assert_eq!(records(&env).await, 0);
+}
