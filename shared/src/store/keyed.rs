@@ -60,9 +60,10 @@ impl UserStore {
     ) -> Result<Keyed, ApiError> {
         let started = std::time::Instant::now();
         let mut attempt = self.attempt(subject, keyed, write, respond).await;
-        if let Err(Failed { dead: true, .. }) = attempt {
-            // Safe to run again: if the first attempt committed, its record
-            // now holds the key and this one replays it.
+        if let Err(Failed { retry: true, .. }) = attempt {
+            // Safe to run again, the whole transaction on a fresh connection:
+            // if the first attempt committed, its record now holds the key
+            // and this one replays it; a read-only session committed nothing.
             attempt = self.attempt(subject, keyed, write, respond).await;
         }
         telemetry::record_postgres(started.elapsed());
@@ -79,7 +80,7 @@ impl UserStore {
     ) -> Result<Result<Keyed, ApiError>, Failed> {
         let client = self.pool.get().await.map_err(|error| Failed {
             error: error.into(),
-            dead: false,
+            retry: false,
         })?;
         let work = async {
             client.batch_execute("BEGIN").await?;

@@ -6,8 +6,9 @@
 //! pool wait, recycle, statement), so a missing or slow database turns into a
 //! 503/504 well before the Lambda timeout. Statements are prepared once per
 //! connection (`prepare_cached`). A connection found dead (the sandbox was
-//! frozen and the server or a NAT dropped it) is replaced and the statement
-//! retried once.
+//! frozen and the server or a NAT dropped it), or read-only (it survived a
+//! failover on the demoted writer), is discarded and the statement retried
+//! once on a fresh one.
 
 mod changes;
 mod keyed;
@@ -36,7 +37,8 @@ use uuid::Uuid;
 /// bound also covers a server or network that stopped answering).
 ///
 /// If the connection turns out to be closed (killed while the sandbox was
-/// frozen), the body runs once more on a fresh connection. The five
+/// frozen) or read-only (left on a demoted writer by a failover), it is
+/// discarded and the body runs once more on a fresh connection. The five
 /// statements are safe to repeat: update and delete are idempotent, and a
 /// repeated insert of the same id is refused, not duplicated. A macro rather
 /// than a function taking an async closure, so the future stays `Send`.
@@ -52,7 +54,7 @@ macro_rules! on_connection {
             })
             .await;
             match UserStore::settle(client, outcome) {
-                Err(Failed { dead: true, .. }) => {
+                Err(Failed { retry: true, .. }) => {
                     let client = store.pool.get().await?;
                     let outcome = tokio::time::timeout(store.client_timeout, async {
                         let $client = &client;
@@ -190,9 +192,10 @@ impl UserStore {
         })
     }
 
-    /// The outcome of one attempt. A dead connection, or one that timed out
-    /// on the client side (it may still have a statement in flight), is
-    /// discarded, never returned to the pool.
+    /// The outcome of one attempt. A dead or read-only connection, or one
+    /// that timed out on the client side (it may still have a statement in
+    /// flight), is discarded, never returned to the pool: the pool's fast
+    /// recycling runs no query, so it would hand the connection out again.
     fn settle<T>(
         client: Object,
         outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
@@ -200,21 +203,21 @@ impl UserStore {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                let dead = connection_was_closed(&error);
-                if dead {
+                let retry = connection_was_closed(&error) || refuses_writes(&error);
+                if retry {
                     // Not back into the pool, where the retry would get it again.
                     drop(Object::take(client));
                 }
                 Err(Failed {
                     error: error.into(),
-                    dead,
+                    retry,
                 })
             }
             Err(elapsed) => {
                 drop(Object::take(client));
                 Err(Failed {
                     error: ApiError::Timeout(elapsed.into()),
-                    dead: false,
+                    retry: false,
                 })
             }
         }
@@ -239,11 +242,12 @@ impl UserStore {
     }
 }
 
-/// A failed attempt, and whether it failed because its connection was dead
-/// (then the statement is worth one retry on a fresh connection).
+/// A failed attempt, and whether it failed because of its connection, dead
+/// or read-only, which was discarded: then the statement is worth one retry
+/// on a fresh connection.
 struct Failed {
     error: ApiError,
-    dead: bool,
+    retry: bool,
 }
 
 /// Whether an attempt failed because its connection was dead: closed, cut
@@ -259,6 +263,24 @@ fn connection_was_closed(error: &tokio_postgres::Error) -> bool {
                     .is_some_and(|cause| cause.is::<std::io::Error>())
         }
     }
+}
+
+/// Whether the server refused a write because the session is read-only.
+/// This API never opens a read-only transaction itself, so the session's
+/// default is: the connection reached a writer demoted by a failover (Aurora,
+/// RDS Multi-AZ; old connections survive it and DNS answers may be cached) or
+/// a standby. Such a session stays read-only for its life, so the connection
+/// is of no more use for writes; a fresh one reaches the new writer once DNS
+/// names it. Reads on it still work, and are not refused.
+///
+/// Other "cannot take writes now" states need nothing here: a server that is
+/// starting up, shutting down or in recovery (57P03 `cannot_connect_now`)
+/// and connection exceptions (class 08) are met when connecting, so no
+/// connection exists to discard and the pool's next `get` connects anew; a
+/// server that ends its sessions (57P01, 57P02) is a dead connection above.
+/// All of them answer 503 (`error.rs`).
+fn refuses_writes(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
 }
 
 fn to_user(row: &Row) -> User {
