@@ -5,10 +5,15 @@
 //! write answered 503 (never 500), and the next write after the failover
 //! must succeed without a restart.
 //!
-//! The test runs a Postgres of its own (`test_support::postgres_server`)
-//! and makes its sessions read-only with `ALTER SYSTEM` and a reload: every
-//! session, the pool's open ones included, is read-only at once, and
-//! writable again at once.
+//! Each test runs a Postgres of its own (`test_support::postgres_server`)
+//! and makes its sessions read-only in one of two ways:
+//! - `ALTER SYSTEM` and a reload: every session, the pool's open ones
+//!   included, is read-only at once, and writable again at once;
+//! - `ALTER DATABASE`: only the sessions opened from then on, for their
+//!   whole life. With the pool's connections cut meanwhile, the pool holds
+//!   read-only sessions that stay so after the reset, while new sessions
+//!   are writable: the surviving connections to the demoted writer, and the
+//!   new writer.
 
 use std::time::{Duration, Instant};
 use test_support::functions::{create, delete, find, list, update};
@@ -86,6 +91,60 @@ async fn writes_on_sessions_made_read_only_answer_503_and_succeed_once_writable_
     assert!(refused_in < Duration::from_secs(1), "{refused_in:?}");
 }
 
+#[tokio::test]
+async fn connections_left_on_a_demoted_writer_are_discarded_and_the_next_writes_succeed() {
+    // Arrange: new sessions read-only and the pool's connections cut, so
+    // the pool reconnects to read-only sessions (the demoted writer's).
+    let env = PrivateEnv::new(&[("PG_POOL_MAX_SIZE", POOL)]).await;
+    let id = create_user(&env.state, "failover@example.com", "Ada Lovelace").await;
+    open_pool_connections(&env).await;
+    env.admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {DATABASE} SET default_transaction_read_only = on"
+        ))
+        .await
+        .expect("read-only sessions");
+    let cut = cut_pool_connections(&env).await;
+    let started = Instant::now();
+    let while_read_only = update(&env.state, request_for("update-user.v2", id)).await;
+    let refused_in = started.elapsed();
+    let stuck = open_pool_connections(&env).await;
+
+    // Act: the database takes writes again (new sessions reach the new
+    // writer); the pool's sessions stay read-only for their life.
+    env.admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {DATABASE} RESET default_transaction_read_only"
+        ))
+        .await
+        .expect("writable sessions");
+    let mut after = Vec::new();
+    for name in ["Ada King", "Ada Byron", "Ada Lovelace", "Ada King"] {
+        let body = serde_json::json!({"email": "failover@example.com", "name": name});
+        let started = Instant::now();
+        let answer = update(&env.state, with_body("update-user.v2", id, &body)).await;
+        after.push((status(&answer), started.elapsed()));
+    }
+
+    // Assert
+    println!(
+        "{cut} pool connections cut, {stuck} reopened read-only: update {} in {refused_in:?}; \
+         writable again: updates {after:?}",
+        status(&while_read_only)
+    );
+    assert!(cut >= 2, "the pool had {cut} connections open");
+    assert!(stuck >= 2, "the pool reopened {stuck} connections");
+    let statuses: Vec<u16> = after.iter().map(|(status, _)| *status).collect();
+    assert_eq!(
+        (status(&while_read_only), statuses),
+        (503, vec![200, 200, 200, 200]),
+        "an update while read-only, then four once writable: {:?}",
+        while_read_only.body()
+    );
+    assert_unavailable(&while_read_only);
+    assert_eq!(env.stored_name(id).await.as_deref(), Some("Ada King"));
+}
+
 /// A 503 that says the database is unavailable, in our words.
 fn assert_unavailable(answer: &lambda_http::Response<lambda_http::Body>) {
     assert_eq!(status(answer), 503, "{:?}", answer.body());
@@ -113,6 +172,20 @@ async fn open_pool_connections(env: &PrivateEnv) -> i64 {
         )
         .await
         .expect("count the pool's sessions")
+        .get(0)
+}
+
+/// Terminates the pool's sessions, as a failover cuts connections; returns
+/// how many.
+async fn cut_pool_connections(env: &PrivateEnv) -> i64 {
+    env.admin()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'users-api'",
+            &[&DATABASE],
+        )
+        .await
+        .expect("terminate the pool's sessions")
         .get(0)
 }
 

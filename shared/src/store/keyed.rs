@@ -98,7 +98,7 @@ impl UserStore {
             outcome
         };
         let outcome = tokio::time::timeout(self.client_timeout, work).await;
-        UserStore::settle(client, outcome)
+        self.settle(client, outcome)
     }
 
     async fn transaction(

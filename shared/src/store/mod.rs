@@ -38,7 +38,8 @@ use uuid::Uuid;
 ///
 /// If the connection turns out to be closed (killed while the sandbox was
 /// frozen) or read-only (left on a demoted writer by a failover), it is
-/// discarded and the body runs once more on a fresh connection. The five
+/// discarded, with the pool's idle ones, and the body runs once more on a
+/// fresh connection. The five
 /// statements are safe to repeat: update and delete are idempotent, and a
 /// repeated insert of the same id is refused, not duplicated. A macro rather
 /// than a function taking an async closure, so the future stays `Send`.
@@ -53,7 +54,7 @@ macro_rules! on_connection {
                 $body
             })
             .await;
-            match UserStore::settle(client, outcome) {
+            match store.settle(client, outcome) {
                 Err(Failed { retry: true, .. }) => {
                     let client = store.pool.get().await?;
                     let outcome = tokio::time::timeout(store.client_timeout, async {
@@ -61,7 +62,7 @@ macro_rules! on_connection {
                         $body
                     })
                     .await;
-                    UserStore::settle(client, outcome).map_err(|failed| failed.error)
+                    store.settle(client, outcome).map_err(|failed| failed.error)
                 }
                 other => other.map_err(|failed| failed.error),
             }
@@ -196,7 +197,16 @@ impl UserStore {
     /// that timed out on the client side (it may still have a statement in
     /// flight), is discarded, never returned to the pool: the pool's fast
     /// recycling runs no query, so it would hand the connection out again.
+    ///
+    /// With a dead or read-only one go the connections idle in the pool: they
+    /// were opened to the same server, and most likely share its fate (a
+    /// frozen sandbox's were all cut at once; after a failover, every one
+    /// opened before it reaches the demoted writer). Otherwise the retry
+    /// would be handed one of them, not a fresh connection, and fail the
+    /// same way. Connections in use are left alone; one that is stuck too
+    /// is found by its own attempt.
     fn settle<T>(
+        &self,
         client: Object,
         outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
     ) -> Result<T, Failed> {
@@ -207,6 +217,7 @@ impl UserStore {
                 if retry {
                     // Not back into the pool, where the retry would get it again.
                     drop(Object::take(client));
+                    drop(self.pool.retain(|_, _| false));
                 }
                 Err(Failed {
                     error: error.into(),
