@@ -4,9 +4,10 @@
 //! that failed changed nothing, so running it again is safe, and a 503 must
 //! let the retry succeed.
 
+use super::attempt::Failed;
 use super::sql::{CLAIM_KEY, RECORD_ANSWER, RECORDED_ANSWER};
 use super::write::{Write, run};
-use super::{Failed, UserStore, Written};
+use super::{UserStore, Written};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::idempotency::{Idempotency, Recorded};
