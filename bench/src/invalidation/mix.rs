@@ -21,6 +21,8 @@ const USERS: usize = 10_000;
 /// Users seeded for the deletes to take.
 const SPARES: usize = 1_000;
 const SEED: u64 = 0x19_0001;
+/// The emails of the mix's users start with it.
+pub const TAG: &str = "inv-mix";
 
 /// What the mix did: sent, answered, 5xx or unanswered, latency.
 pub type Tally = (u64, u64, u64, Option<Histogram<u64>>);
@@ -43,10 +45,7 @@ impl Mix {
     ) -> Result<Self, BoxError> {
         let spares = Row::many("inv-spare", SPARES);
         let spare_ids: Vec<_> = spares.iter().map(|row| row.id).collect();
-        let rows: Vec<Row> = Row::many("inv-mix", USERS)
-            .into_iter()
-            .chain(spares)
-            .collect();
+        let rows: Vec<Row> = Row::many(TAG, USERS).into_iter().chain(spares).collect();
         fixtures::insert(world.env.pg(), &world.env.schema, &rows).await?;
         let population = Population::new(rows, USERS, 1.0, &spare_ids, "inv");
         let (done, mut outcomes) = tokio::sync::mpsc::unbounded_channel::<Outcome>();

@@ -12,6 +12,10 @@
 //! after [`NEVER`] counts as never invalidated. The consumers' own
 //! `InvalidationLag` (from the change's statement) is reported beside it.
 //!
+//! **A backfill**: one statement changes the mix's users at once, and one
+//! consumer applies their records in full batches ([`consumer::backfill`]):
+//! how many a second it can apply, at what CPU a record.
+//!
 //! **What the records cost an API write**: [`records`].
 
 mod consumer;
@@ -22,6 +26,7 @@ mod writer;
 use crate::fixtures::{self, Row};
 use crate::measure::{BoxError, Measured, histogram, millis, record};
 use crate::world::{Plan, SLICES, World};
+use consumer::Backfill;
 use hdrhistogram::Histogram;
 use mix::{FIND_ENVS, Mix, OTHER_ENVS, RATE, Tally};
 use std::collections::HashMap;
@@ -58,6 +63,7 @@ pub struct Invalidation {
     /// Change records no consumer had deleted at the end.
     pub left: i64,
     pub mix: Tally,
+    pub backfill: Backfill,
     pub costs: Vec<Measured>,
 }
 
@@ -134,6 +140,9 @@ pub async fn run(
     }
     let left = format!("SELECT count(*) FROM {records}");
     result.left = world.env.pg().query_one(&left, &[]).await?.get(0);
+    eprintln!("== a backfill: one UPDATE of the mix's users, one consumer");
+    let pattern = format!("{}-%", mix::TAG);
+    result.backfill = consumer::backfill(world.env, settings, &pattern).await?;
     eprintln!("== what the change records cost an API write, 1 caller, {SLICES} slices");
     // A function serves one request at a time on a current_thread runtime.
     result.costs = std::thread::scope(|scope| {
@@ -219,6 +228,22 @@ impl Invalidation {
             millis(self.consumer_cpu) / c.applied.max(1) as f64,
             self.left,
             self.skipped,
+        );
+        let b = &self.backfill;
+        let applied_in = b
+            .applied_in
+            .map_or("not all within 5 s".to_owned(), |took| {
+                let rate = b.records as f64 / took.as_secs_f64();
+                format!("all in {:.0} ms ({rate:.0} a second)", millis(took))
+            });
+        let _ = writeln!(
+            out,
+            "\nA backfill, one UPDATE of {} users: one consumer applied {} records {applied_in}, \
+             in {} batches, CPU {:.3} ms a record.",
+            b.records,
+            b.consumed.applied,
+            b.consumed.batches,
+            millis(b.cpu) / b.consumed.applied.max(1) as f64,
         );
         if !self.costs.is_empty() {
             records::render(&self.costs, out);
