@@ -169,7 +169,7 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
 /// Adds a slice to the phase of the same name, or starts that phase;
 /// slice 0 is the uncounted one. `BENCH_PRINT_SLICES=1` prints every slice,
 /// to see a run's drift.
-fn merge(merged: &mut Vec<Measured>, slice: Measured, index: usize) -> Result<(), BoxError> {
+pub fn merge(merged: &mut Vec<Measured>, slice: Measured, index: usize) -> Result<(), BoxError> {
     if std::env::var_os("BENCH_PRINT_SLICES").is_some() {
         slice.print();
     }

@@ -11,7 +11,9 @@
 //! 7. concurrency: one find-user environment with 1 to 64 invocations in
 //!    flight, against a raw Redis client at the same concurrency;
 //! 8. a hot key across its expiry, with eager refresh off, by threshold and
-//!    by XFetch.
+//!    by XFetch;
+//! 9. writers outside the API: commit-to-invalidation latency under the load
+//!    mix, and what the change records cost an API write.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -29,6 +31,7 @@ mod fixtures;
 mod floor;
 mod footprint;
 mod handlers;
+mod invalidation;
 mod latency;
 mod lifecycle;
 mod load;
@@ -56,7 +59,7 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "latency",
     "offload",
     "cold-start",
@@ -64,6 +67,7 @@ const SECTIONS: [&str; 7] = [
     "footprint",
     "concurrency",
     "hot-key",
+    "invalidation",
 ];
 
 struct Options {
@@ -236,6 +240,10 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
             &mut report.hot_key,
         )
         .await?;
+    }
+    if options.runs("invalidation") {
+        let section = invalidation::run(&world, &plan, options.quick, &options.bin_dir).await;
+        report.invalidation = Some(section?);
     }
     if options.runs("footprint") {
         eprintln!("== footprint");

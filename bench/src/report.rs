@@ -5,6 +5,7 @@ use crate::concurrency::{Row, WORKERS, Workload};
 use crate::floor::Floor;
 use crate::footprint::Footprint;
 use crate::handlers::Op;
+use crate::invalidation::Invalidation;
 use crate::measure::{Measured, median, micros, millis};
 use crate::offload::Offload;
 use crate::process::{ColdStart, LongRun};
@@ -38,6 +39,7 @@ pub struct Report {
     pub offload: Vec<Offload>,
     pub concurrency: Vec<Row>,
     pub hot_key: Vec<HotKey>,
+    pub invalidation: Option<Invalidation>,
 }
 
 impl Report {
@@ -87,6 +89,9 @@ impl Report {
         self.render_offload(&mut out);
         self.render_concurrency(&mut out);
         self.render_hot_key(&mut out);
+        if let Some(invalidation) = &self.invalidation {
+            invalidation.render(&mut out);
+        }
         out
     }
 

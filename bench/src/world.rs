@@ -27,7 +27,7 @@ pub const CONCURRENT_HIT_USERS: usize = 2_000;
 /// Spawns before the counted cold starts: page cache, first connections.
 pub const COLD_WARMUP: usize = 2;
 /// The functions' production Redis bounds (the test defaults are looser).
-const PRODUCTION: [(&str, &str); 2] = [
+pub const PRODUCTION: [(&str, &str); 2] = [
     ("REDIS_RESPONSE_TIMEOUT_MS", "50"),
     ("REDIS_CONNECT_TIMEOUT_MS", "200"),
 ];

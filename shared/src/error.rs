@@ -2,8 +2,9 @@
 //!
 //! Each variant documents the status it answers with. Driver errors are
 //! classified here, once: a unique violation of the email index becomes 409, a
-//! statement timeout 504, a lost or refused connection or a refused login
-//! (class 28: a rotated password, say) 503. The client sees a
+//! statement timeout 504, a lost or refused connection, a refused login
+//! (class 28: a rotated password, say) or a write refused by a read-only
+//! session (a demoted writer's, after a failover) 503. The client sees a
 //! code and a message written by us; the driver's text only goes to the log.
 
 use std::sync::Arc;
@@ -191,6 +192,9 @@ impl From<tokio_postgres::Error> for ApiError {
             || code.code().starts_with("57P")
             || *code == SqlState::TOO_MANY_CONNECTIONS
             || *code == SqlState::CANNOT_CONNECT_NOW
+            // The server takes no writes now (a failover demoted it); the
+            // store has already retried once on a fresh connection.
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION
         {
             Self::unavailable("the database", error)
         } else {

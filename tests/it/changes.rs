@@ -314,38 +314,86 @@ async fn a_consumer_killed_between_its_claim_and_its_voids_loses_nothing() {
     }
 }
 
-#[tokio::test]
-async fn changes_made_while_redis_is_down_are_applied_when_it_is_back() {
-    // Arrange: a cached user; a consumer whose Redis is behind a proxy.
+/// Which dependency of the consumer an outage takes away.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    Redis,
+    Postgres,
+}
+
+/// A cached user changed by SQL while the consumer cannot reach `outage`
+/// (its connections refused by a fault proxy), which then comes back.
+/// Returns the records left and the answer of a find during the outage,
+/// whether the change was seen within 3 s of the return, and what the
+/// consumer did.
+async fn change_during_an_outage(outage: Outage) -> (i64, Option<String>, bool, Consumed) {
     let env = TestEnv::new().await;
     let id = create_user(&env.state, "outage@example.com", "Before").await;
     assert_eq!(found(&env.state, id).await.1.as_deref(), Some("Before"));
     applied_before(&env).await;
-    let proxy = FaultProxy::start(redis_addr()).await;
+    let (proxy, overrides) = match outage {
+        Outage::Redis => {
+            let proxy = FaultProxy::start(redis_addr()).await;
+            let url = proxy.url("redis", "");
+            (
+                proxy,
+                [
+                    ("REDIS_URL", url),
+                    ("REDIS_RESPONSE_TIMEOUT_MS", "200".to_owned()),
+                ],
+            )
+        }
+        Outage::Postgres => {
+            let proxy = FaultProxy::start(env.postgres_addr()).await;
+            let url = env.database_url_through(proxy.port);
+            (
+                proxy,
+                [
+                    ("DATABASE_URL", url),
+                    ("PG_CONNECT_TIMEOUT_MS", "300".to_owned()),
+                ],
+            )
+        }
+    };
     proxy.set(Mode::Reset);
-    let redis = proxy.url("redis", "");
-    let consumer = start_consumer(
-        env.instance(&[("REDIS_URL", &redis), ("REDIS_RESPONSE_TIMEOUT_MS", "200")])
-            .await,
-        Duration::from_secs(5),
-    );
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let consumer = start_consumer(env.instance(&overrides).await, Duration::from_secs(5));
 
-    // Act: a change while Redis is unreachable, then Redis returns.
     rename_by_sql(&env, id, "After").await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let kept_during_outage = records(&env).await;
-    let cached_during_outage = found(&env.state, id).await.1;
+    let kept = records(&env).await;
+    let during = found(&env.state, id).await.1;
     proxy.set(Mode::Pass);
     let seen = answered_within(&env.state, id, (200, Some("After")), Duration::from_secs(3)).await;
+    let consumed = consumer.await.expect("consumer");
+    assert_eq!(records(&env).await, 0, "records left at the end");
+    (kept, during, seen.is_some(), consumed)
+}
+
+#[tokio::test]
+async fn changes_made_while_redis_is_down_are_applied_when_it_is_back() {
+    // Arrange, act
+    let (kept, during, seen, consumed) = change_during_an_outage(Outage::Redis).await;
 
     // Assert
-    assert_eq!(kept_during_outage, 1, "the record was not kept");
-    assert_eq!(cached_during_outage.as_deref(), Some("Before"));
-    assert!(seen.is_some(), "not applied after Redis came back");
-    let consumed = consumer.await.expect("consumer");
+    assert_eq!(kept, 1, "the record was not kept");
+    assert_eq!(during.as_deref(), Some("Before"));
+    assert!(seen, "not applied after Redis came back");
     assert!(consumed.failures > 0, "{consumed:?}");
     assert_eq!(consumed.applied, 1, "{consumed:?}");
-    assert_eq!(records(&env).await, 0);
+}
+
+#[tokio::test]
+async fn changes_waiting_while_postgres_is_unreachable_are_applied_when_it_is_back() {
+    // Arrange, act
+    let (kept, during, seen, consumed) = change_during_an_outage(Outage::Postgres).await;
+
+    // Assert
+    assert_eq!(kept, 1);
+    assert_eq!(during.as_deref(), Some("Before"));
+    assert!(seen, "not applied after Postgres came back");
+    assert!(consumed.failures > 0, "{consumed:?}");
+    assert_eq!(consumed.applied, 1, "{consumed:?}");
 }
 
 #[tokio::test]
@@ -599,4 +647,48 @@ async fn a_history_of_finds_while_sql_writers_update_delete_and_insert_has_no_re
         reads.len(),
         consumed.max_lag_ms
     );
+}
+
+#[tokio::test]
+async fn the_consumer_writes_its_lag_per_batch_and_the_age_of_the_oldest_record() {
+    // Arrange: a change that waits 300 ms before any consumer runs.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "metrics@example.com", "Metrics").await;
+    applied_before(&env).await;
+    rename_by_sql(&env, id, "Waited").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let consumer = env.instance(&[]).await;
+    let metrics = test_support::capture::Captured::default();
+    consumer
+        .telemetry
+        .send_metrics_to(Box::new(metrics.clone()));
+
+    // Act
+    let consumed = invalidate(&consumer, SCHEDULE, Duration::from_millis(500)).await;
+
+    // Assert: one batch's line, then the backlog's (empty at the end).
+    let lines: Vec<serde_json::Value> = metrics
+        .text()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("an EMF line"))
+        .collect();
+    let batch = lines
+        .iter()
+        .find(|line| line.get("InvalidationLag").is_some())
+        .expect("a batch's line");
+    assert_eq!(batch["Function"], "invalidate-cache");
+    assert_eq!(batch["ChangesApplied"], 1.0);
+    let lag = batch["InvalidationLag"].as_f64().expect("a number");
+    assert!((300.0..2_000.0).contains(&lag), "lag {lag} ms");
+    let backlog: Vec<f64> = lines
+        .iter()
+        .filter_map(|line| line.get("OldestChangeAge")?.as_f64())
+        .collect();
+    assert_eq!(backlog.last(), Some(&0.0), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "users-api")
+    );
+    assert_eq!(consumed.max_lag_ms, lag as u64);
 }

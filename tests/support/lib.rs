@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub mod capture;
 pub mod contract;
 pub mod functions;
+pub mod postgres_server;
 pub mod proxy;
 pub mod redis_modes;
 pub mod replication;
@@ -148,17 +149,17 @@ impl TestEnv {
 
     /// The name stored in Postgres for user `id`.
     pub async fn stored_name(&self, id: Uuid) -> String {
-        let sql = format!("SELECT name FROM {}.users WHERE id = $1", self.schema);
-        self.pg
-            .query_one(&sql, &[&id])
-            .await
-            .expect("the user's row")
-            .get(0)
+        self.stored("name", id).await
     }
 
     /// The email stored in Postgres for user `id`.
     pub async fn stored_email(&self, id: Uuid) -> String {
-        let sql = format!("SELECT email FROM {}.users WHERE id = $1", self.schema);
+        self.stored("email", id).await
+    }
+
+    /// A text `column` of user `id`'s row.
+    async fn stored(&self, column: &str, id: Uuid) -> String {
+        let sql = format!("SELECT {column} FROM {}.users WHERE id = $1", self.schema);
         self.pg
             .query_one(&sql, &[&id])
             .await

@@ -20,14 +20,14 @@
 //! duration plus a drain limit, the whole run by [`RUN_LIMIT`]; Ctrl-C stops
 //! it, and the environments, the Redis server and the schema go with it.
 
-mod fleet;
+pub mod fleet;
 mod history;
 mod metrics;
 mod options;
 mod phase;
 mod report;
 mod setup;
-mod traffic;
+pub mod traffic;
 
 use crate::fixtures::Row;
 use crate::measure::BoxError;

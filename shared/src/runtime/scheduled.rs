@@ -10,14 +10,17 @@
 
 use crate::config::Config;
 use crate::state::AppState;
-use lambda_http::lambda_runtime::{self, LambdaEvent};
+use lambda_http::lambda_runtime::{LambdaEvent, Runtime};
 use lambda_http::{Context, Error, service_fn};
 use serde::Serialize;
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
 
 /// A scheduled function's `main`: the configuration and the state (once per
-/// cold start), then `handler` for each event, on a current-thread runtime.
+/// cold start), then `handler` for each event: one at a time on classic
+/// Lambda, as many at once as `AWS_LAMBDA_MAX_CONCURRENCY` says on Lambda
+/// Managed Instances (a scheduled run's work must be safe to run beside
+/// another's, as the consumer's is), on a current-thread runtime.
 ///
 /// # Errors
 ///
@@ -25,18 +28,23 @@ use std::time::{Duration, Instant, SystemTime};
 /// the init fails, and Lambda reports it.
 pub fn start_scheduled<F, Fut, R>(handler: F) -> Result<(), Error>
 where
-    F: Fn(&'static AppState, LambdaEvent<serde_json::Value>) -> Fut,
-    Fut: Future<Output = Result<R, Error>>,
-    R: Serialize,
+    F: Fn(&'static AppState, LambdaEvent<serde_json::Value>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<R, Error>> + Send + 'static,
+    R: Serialize + Send + 'static,
 {
     lambda_http::tracing::init_default_subscriber();
-    let config = Config::from_env()?;
+    let mut config = Config::from_env()?;
+    // One claim and one backlog query at a time per run, whatever the
+    // environment's concurrency would give the HTTP functions.
+    config.postgres.pool_max_size = config.postgres.pool_max_size.min(2);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
         .block_on(async move {
             let state: &'static AppState = Box::leak(Box::new(AppState::connect(&config).await?));
-            lambda_runtime::run(service_fn(move |event| handler(state, event))).await
+            Runtime::new(service_fn(move |event| handler(state, event)))
+                .run_concurrent()
+                .await
         })
 }
 

@@ -11,7 +11,8 @@
 //! the records are claimed again. Claims skip records another consumer has
 //! locked, so consumers running at once never apply the same record twice.
 
-use super::{UserStore, connection_was_closed};
+use super::UserStore;
+use super::attempt::connection_was_closed;
 use crate::error::ApiError;
 use deadpool_postgres::Object;
 use std::future::Future;

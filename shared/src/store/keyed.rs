@@ -4,9 +4,10 @@
 //! that failed changed nothing, so running it again is safe, and a 503 must
 //! let the retry succeed.
 
+use super::attempt::Failed;
 use super::sql::{CLAIM_KEY, RECORD_ANSWER, RECORDED_ANSWER};
 use super::write::{Write, run};
-use super::{Failed, UserStore, Written};
+use super::{UserStore, Written};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::idempotency::{Idempotency, Recorded};
@@ -60,9 +61,10 @@ impl UserStore {
     ) -> Result<Keyed, ApiError> {
         let started = std::time::Instant::now();
         let mut attempt = self.attempt(subject, keyed, write, respond).await;
-        if let Err(Failed { dead: true, .. }) = attempt {
-            // Safe to run again: if the first attempt committed, its record
-            // now holds the key and this one replays it.
+        if let Err(Failed { retry: true, .. }) = attempt {
+            // Safe to run again, the whole transaction on a fresh connection:
+            // if the first attempt committed, its record now holds the key
+            // and this one replays it; a read-only session committed nothing.
             attempt = self.attempt(subject, keyed, write, respond).await;
         }
         telemetry::record_postgres(started.elapsed());
@@ -79,7 +81,7 @@ impl UserStore {
     ) -> Result<Result<Keyed, ApiError>, Failed> {
         let client = self.pool.get().await.map_err(|error| Failed {
             error: error.into(),
-            dead: false,
+            retry: false,
         })?;
         let work = async {
             client.batch_execute("BEGIN").await?;
@@ -97,7 +99,7 @@ impl UserStore {
             outcome
         };
         let outcome = tokio::time::timeout(self.client_timeout, work).await;
-        UserStore::settle(client, outcome)
+        self.settle(client, outcome)
     }
 
     async fn transaction(

@@ -6,9 +6,11 @@
 //! pool wait, recycle, statement), so a missing or slow database turns into a
 //! 503/504 well before the Lambda timeout. Statements are prepared once per
 //! connection (`prepare_cached`). A connection found dead (the sandbox was
-//! frozen and the server or a NAT dropped it) is replaced and the statement
-//! retried once.
+//! frozen and the server or a NAT dropped it), or read-only (it survived a
+//! failover on the demoted writer), is discarded (`attempt.rs`) and the
+//! statement retried once on a fresh one.
 
+mod attempt;
 mod changes;
 mod keyed;
 mod sql;
@@ -23,7 +25,8 @@ use crate::error::ApiError;
 use crate::hooks::{Counter, Hooks};
 use crate::telemetry;
 use crate::user::User;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use attempt::Failed;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sql::{LIST, SELECT};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
@@ -36,7 +39,9 @@ use uuid::Uuid;
 /// bound also covers a server or network that stopped answering).
 ///
 /// If the connection turns out to be closed (killed while the sandbox was
-/// frozen), the body runs once more on a fresh connection. The five
+/// frozen) or read-only (left on a demoted writer by a failover), it is
+/// discarded, with the pool's idle ones, and the body runs once more on a
+/// fresh connection. The five
 /// statements are safe to repeat: update and delete are idempotent, and a
 /// repeated insert of the same id is refused, not duplicated. A macro rather
 /// than a function taking an async closure, so the future stays `Send`.
@@ -51,15 +56,15 @@ macro_rules! on_connection {
                 $body
             })
             .await;
-            match UserStore::settle(client, outcome) {
-                Err(Failed { dead: true, .. }) => {
+            match store.settle(client, outcome) {
+                Err(Failed { retry: true, .. }) => {
                     let client = store.pool.get().await?;
                     let outcome = tokio::time::timeout(store.client_timeout, async {
                         let $client = &client;
                         $body
                     })
                     .await;
-                    UserStore::settle(client, outcome).map_err(|failed| failed.error)
+                    store.settle(client, outcome).map_err(|failed| failed.error)
                 }
                 other => other.map_err(|failed| failed.error),
             }
@@ -189,36 +194,6 @@ impl UserStore {
             client.query_opt(&statement, params).await
         })
     }
-
-    /// The outcome of one attempt. A dead connection, or one that timed out
-    /// on the client side (it may still have a statement in flight), is
-    /// discarded, never returned to the pool.
-    fn settle<T>(
-        client: Object,
-        outcome: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
-    ) -> Result<T, Failed> {
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                let dead = connection_was_closed(&error);
-                if dead {
-                    // Not back into the pool, where the retry would get it again.
-                    drop(Object::take(client));
-                }
-                Err(Failed {
-                    error: error.into(),
-                    dead,
-                })
-            }
-            Err(elapsed) => {
-                drop(Object::take(client));
-                Err(Failed {
-                    error: ApiError::Timeout(elapsed.into()),
-                    dead: false,
-                })
-            }
-        }
-    }
 }
 
 /// How many single-user reads this instance sent to Postgres: the figure
@@ -236,28 +211,6 @@ impl UserStore {
         pause: std::sync::Arc<crate::hooks::PausePoint>,
     ) {
         self.hooks.pause_at(point, pause);
-    }
-}
-
-/// A failed attempt, and whether it failed because its connection was dead
-/// (then the statement is worth one retry on a fresh connection).
-struct Failed {
-    error: ApiError,
-    dead: bool,
-}
-
-/// Whether an attempt failed because its connection was dead: closed, cut
-/// (an I/O error), or terminated by the server (`pg_terminate_backend`, a
-/// restart), whose goodbye the client may read only when it next uses it.
-fn connection_was_closed(error: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    match error.code() {
-        Some(code) => *code == SqlState::ADMIN_SHUTDOWN || *code == SqlState::CRASH_SHUTDOWN,
-        None => {
-            error.is_closed()
-                || std::error::Error::source(error)
-                    .is_some_and(|cause| cause.is::<std::io::Error>())
-        }
     }
 }
 
