@@ -5,7 +5,8 @@
 # also saved to target/bench/results.md. Extra arguments go to the bench
 # program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations, or
 # `scripts/bench.sh --only concurrency` for one section (latency, offload,
-# cold-start, memory, footprint, concurrency, hot-key, invalidation).
+# cold-start, memory, footprint, concurrency, hot-key, invalidation,
+# guard-replicas).
 #
 #   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips;
 #                    skipped as well when `--only` names another section)

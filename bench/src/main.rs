@@ -14,6 +14,8 @@
 //!    by XFetch;
 //! 9. writers outside the API: commit-to-invalidation latency under the load
 //!    mix, and what the change records cost an API write.
+//! 10. what `CACHE_GUARD_REPLICAS=1` adds to an update and a delete, against
+//!     a private primary with a replica on loopback.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -30,6 +32,7 @@ mod concurrency;
 mod fixtures;
 mod floor;
 mod footprint;
+mod guard_replicas;
 mod handlers;
 mod invalidation;
 mod latency;
@@ -51,7 +54,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 use test_support::TestEnv;
-use world::{OFFLOAD_USERS, Plan, World};
+use world::{OFFLOAD_USERS, Plan, SLICES, World};
 
 const ZIPF_EXPONENT: f64 = 1.0;
 const SEED: u64 = 0x5eed_0001;
@@ -59,7 +62,7 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "latency",
     "offload",
     "cold-start",
@@ -68,6 +71,7 @@ const SECTIONS: [&str; 8] = [
     "concurrency",
     "hot-key",
     "invalidation",
+    "guard-replicas",
 ];
 
 struct Options {
@@ -244,6 +248,21 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
     if options.runs("invalidation") {
         let section = invalidation::run(&world, &plan, options.quick, &options.bin_dir).await;
         report.invalidation = Some(section?);
+    }
+    if options.runs("guard-replicas") {
+        eprintln!("== what CACHE_GUARD_REPLICAS=1 adds to a write, 1 caller, {SLICES} slices");
+        // A function serves one request at a time on a current_thread runtime.
+        let events = &world.events;
+        report.guard_replicas = std::thread::scope(|scope| {
+            let round = || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(guard_replicas::measure(&plan, events))
+            };
+            scope.spawn(round).join()
+        })
+        .map_err(|_| "the guard-replicas round panicked")??;
     }
     if options.runs("footprint") {
         eprintln!("== footprint");

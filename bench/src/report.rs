@@ -40,6 +40,8 @@ pub struct Report {
     pub concurrency: Vec<Row>,
     pub hot_key: Vec<HotKey>,
     pub invalidation: Option<Invalidation>,
+    /// What `CACHE_GUARD_REPLICAS=1` adds to a write.
+    pub guard_replicas: Vec<Measured>,
 }
 
 impl Report {
@@ -92,6 +94,7 @@ impl Report {
         if let Some(invalidation) = &self.invalidation {
             invalidation.render(&mut out);
         }
+        crate::guard_replicas::render(&self.guard_replicas, &mut out);
         out
     }
 
