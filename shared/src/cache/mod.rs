@@ -97,9 +97,19 @@ impl UserCache {
         })
     }
 
-    /// Opens the connection now (during init) and checks it answers.
+    /// Opens the connection now (during init) and checks it answers; the
+    /// writes' own connection too, when they have one, so that the first
+    /// write does not spend its Redis bound connecting.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        self.redis.query(&redis::cmd("PING")).await
+        let ping = redis::cmd("PING");
+        if self.guard_replicas == 0 {
+            return self.redis.query(&ping).await;
+        }
+        let (lookups, writes) = tokio::join!(
+            self.redis.query::<()>(&ping),
+            self.writes.query::<()>(&ping)
+        );
+        lookups.and(writes)
     }
 
     /// The Redis key of user `id`.
