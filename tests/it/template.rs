@@ -572,6 +572,7 @@ fn the_functions_get_the_settings_of_tls_secrets_cluster_and_concurrency() {
         "PG_CA_FILE: !If [HasRdsCaBundle, /opt/rds-global-bundle.pem, \"\"]",
         "REDIS_CLUSTER: !Ref RedisCluster",
         "PG_POOL_MAX_SIZE: !Ref PgPoolMaxSize",
+        "CACHE_GUARD_REPLICAS: !Ref CacheGuardReplicas",
         "AutoPublishAlias: live",
         "Architectures: [arm64]",
         "RetentionInDays: !Ref LogRetentionDays",
