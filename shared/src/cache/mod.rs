@@ -263,7 +263,7 @@ impl UserCache {
     /// progress keeps its guard, whose own release deletes the key. One
     /// single-key call of its own: on Redis Cluster the two formats' keys
     /// are in different slots. Sent concurrently with the call on the
-    /// current key, on one connection it shares that call's round trip.
+    /// current key: on one connection the two are pipelined.
     async fn void_previous(&self, id: Uuid) -> Result<(), CacheError> {
         let outsider = WriteGuard::new();
         let mut invocation = RELEASE.key(protocol::key(&self.previous_prefix, id));
