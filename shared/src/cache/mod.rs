@@ -55,6 +55,8 @@ pub enum Entry<'a> {
 pub struct UserCache {
     redis: Redis,
     prefix: String,
+    /// The key prefix of the previous entry format (`protocol.rs`).
+    previous_prefix: String,
     ttl: Duration,
     fail_safe: Duration,
     negative_ttl: Duration,
@@ -72,6 +74,7 @@ impl UserCache {
         Ok(Self {
             redis: Redis::new(redis)?,
             prefix: protocol::key_prefix(&cache.key_prefix),
+            previous_prefix: protocol::previous_key_prefix(&cache.key_prefix),
             ttl: cache.ttl,
             fail_safe: cache.fail_safe,
             negative_ttl: cache.negative_ttl,
@@ -221,19 +224,51 @@ impl UserCache {
     /// progress stays guarded, and their own releases delete it; anything
     /// else (an entry, fresh or kept, a negative entry, a fill or refresh
     /// lease) is deleted, so a lease taken before the change committed can
-    /// no longer fill. The keys are voided concurrently, each call bounded
-    /// and retried as any other; `Err` when any of them failed.
+    /// no longer fill. The keys are voided concurrently, in both formats
+    /// ([`UserCache::finish_write`]), each call bounded and retried as any
+    /// other; `Err` when any of them failed.
     pub async fn void(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         let outsider = WriteGuard::new();
-        let releases = ids.iter().map(|id| self.release_write(*id, &outsider));
+        let releases = ids.iter().map(|id| self.finish_write(*id, &outsider));
         futures_util::future::try_join_all(releases).await.map(drop)
     }
 
     /// Deletes the key (entry, lease or negative entry): `create` clears a
     /// "no such user" this way. Writes to existing users use the guard.
+    /// The previous format's key is voided at the same time.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
         let mut delete = redis::cmd("DEL");
         delete.arg(self.key(id));
-        self.redis.query(&delete).await
+        let (deleted, voided) =
+            futures_util::future::join(self.redis.query::<()>(&delete), self.void_previous(id))
+                .await;
+        deleted.and(voided)
+    }
+
+    /// After a write commits (or fails), before it is acknowledged:
+    /// [`UserCache::release_write`], and the user's key in the previous
+    /// format voided at the same time ([`UserCache::void_previous`]).
+    pub async fn finish_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
+        let (released, voided) =
+            futures_util::future::join(self.release_write(id, guard), self.void_previous(id)).await;
+        released.and(voided)
+    }
+
+    /// Voids user `id`'s key in the previous entry format, the key of the
+    /// version before this one, which may still serve beside it (a gradual
+    /// deployment): a lease that version took before the write committed
+    /// can no longer fill, and its next find reads the committed row
+    /// (docs/cache.md, "Key format version and deployments"). As
+    /// [`UserCache::void`] voids a key, so a write of that version in
+    /// progress keeps its guard, whose own release deletes the key. One
+    /// single-key call of its own: on Redis Cluster the two formats' keys
+    /// are in different slots. Sent concurrently with the call on the
+    /// current key: on one connection the two are pipelined.
+    async fn void_previous(&self, id: Uuid) -> Result<(), CacheError> {
+        let outsider = WriteGuard::new();
+        let mut invocation = RELEASE.key(protocol::key(&self.previous_prefix, id));
+        invocation.arg(&outsider.token[..]);
+        let _: i64 = self.redis.invoke(&invocation).await?;
+        Ok(())
     }
 }
