@@ -177,9 +177,11 @@ EDITS = [
         - HasMaxEnvironments
         - !Ref MaxEnvironmentsPerFunction
         - !Ref AWS::NoValue
-    # API Gateway invokes the unqualified function ARN, which on Lambda Managed
-    # Instances runs the version $LATEST.PUBLISHED (the Lambda guide, "$LATEST.PUBLISHED
-    # version"); SAM documents this flag as publishing that version on each update.
+    # API Gateway and the schedule invoke the alias `live` (AutoPublishAlias below), a
+    # numbered version. An unqualified invocation runs the version $LATEST.PUBLISHED (the
+    # Lambda guide, "$LATEST.PUBLISHED version"), which SAM documents this flag as
+    # publishing on each update: so it never runs older code, with an older cache key
+    # format, than the alias (docs/cache.md, "Key format version and deployments").
     PublishToLatestPublished: true
 """,
     ),

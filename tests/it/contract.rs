@@ -197,8 +197,8 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
     let include = &api["DefinitionBody"]["Fn::Transform"];
     assert_eq!(scalar(&include["Name"]), "AWS::Include");
     assert_eq!(scalar(&include["Parameters"]["Location"]), "openapi.yaml");
-    // each documented operation goes to its function, which API Gateway may
-    // invoke;
+    // each documented operation goes to its function's alias, which API
+    // Gateway may invoke;
     for (method, path, function) in documented_operations() {
         let operation = &openapi()["paths"][&path][method.to_ascii_lowercase()];
         let integration = &operation["x-amazon-apigateway-integration"];
@@ -208,8 +208,8 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
         let resource = uri
             .split("functions/${")
             .nth(1)
-            .and_then(|rest| rest.split(".Arn}").next())
-            .unwrap_or_else(|| panic!("{method} {path}: the integration names no function"));
+            .and_then(|rest| rest.split(".Alias}").next())
+            .unwrap_or_else(|| panic!("{method} {path}: the integration names no alias"));
         let built = &template["Resources"][resource]["Metadata"]["BuildProperties"]["Binary"];
         assert_eq!(scalar(built), function, "{method} {path} -> {resource}");
         assert_eq!(
@@ -218,9 +218,9 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
         );
         let permitted = resources.values().any(|candidate| {
             scalar(&candidate["Type"]) == "AWS::Lambda::Permission"
-                && scalar(&candidate["Properties"]["FunctionName"]) == resource
+                && scalar(&candidate["Properties"]["FunctionName"]) == format!("{resource}.Alias")
         });
-        assert!(permitted, "API Gateway may not invoke {resource}");
+        assert!(permitted, "API Gateway may not invoke {resource}'s alias");
     }
     // and no function declares routes of its own: the functions of the API
     // declare no events at all, the consumer only its schedule.

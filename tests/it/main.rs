@@ -15,6 +15,7 @@ mod contract;
 mod fail_safe;
 mod faults;
 mod idempotency;
+mod key_formats;
 mod postgres_failover;
 mod production;
 mod redis_failover;

@@ -5,9 +5,11 @@
 //! against schemas only, which let through templates the transform refuses)
 //! and cfn-lint reports nothing on what it makes of them; each runs the six
 //! functions where it says, each with the shared role and a log group of its
-//! own; only the five of the API may be invoked by API Gateway, and the sixth,
-//! `invalidate-cache`, is started every minute in runs that overlap; the
-//! security settings the issue asks for are there.
+//! own; each is invoked through its alias `live` only, which a deployment
+//! moves to the new version as `DeploymentType` says, rolled back by the
+//! stack's alarms; only the five of the API may be invoked by API Gateway,
+//! and the sixth, `invalidate-cache`, is started every minute in runs that
+//! overlap; the security settings the issue asks for are there.
 //!
 //! Without cfn-lint, or the Python beside it that has the translator
 //! (`scripts/test.sh` puts both on PATH), the lint tests print a notice and pass
@@ -27,6 +29,8 @@ const MANAGED_INSTANCES: &str = "template-lmi.yaml";
 /// The binary of the one function no route reaches: the consumer of the
 /// change records, started by a schedule (docs/deploy.md, "The cache consumer").
 const CONSUMER: &str = "invalidate-cache";
+/// The alias everything invokes (docs/deploy.md, "Gradual deployments").
+const ALIAS: &str = "live";
 
 fn template(name: &str) -> String {
     std::fs::read_to_string(repository_file(name)).expect("read the template")
@@ -59,9 +63,14 @@ fn report(output: &Output) -> String {
     )
 }
 
-/// cfn-lint reports nothing on `path`; false when cfn-lint is not installed.
-fn assert_cfn_lint_clean(path: &PathBuf) -> bool {
-    let Some(output) = run_tool(Command::new("cfn-lint").arg(path), None) else {
+/// cfn-lint reports nothing on `path` but the checks `ignored`; false when
+/// cfn-lint is not installed.
+fn assert_cfn_lint_clean(path: &PathBuf, ignored: &[&str]) -> bool {
+    let mut command = Command::new("cfn-lint");
+    for check in ignored {
+        command.arg("--ignore-checks").arg(check);
+    }
+    let Some(output) = run_tool(command.arg("--").arg(path), None) else {
         return false;
     };
     let report = report(&output);
@@ -97,14 +106,17 @@ fn translate(name: &str) -> Option<Value> {
 /// Lints the template, translates it as the SAM transform would and lints the
 /// result; returns that result, or `None` when the tools are not installed.
 fn deployable(name: &str) -> Option<Value> {
-    if !assert_cfn_lint_clean(&repository_file(name)) {
+    if !assert_cfn_lint_clean(&repository_file(name), &[]) {
         return None;
     }
     let translated = translate(name)?;
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(&translated).expect("JSON");
     std::fs::write(&path, text).expect("write the translated template");
-    assert_cfn_lint_clean(&path);
+    // W2001, a parameter not used: the transform puts the value of
+    // `DeploymentType` in place of its one use (`DeploymentPreference.Type`),
+    // as SAM requires. The template itself is linted with every check above.
+    assert_cfn_lint_clean(&path, &["W2001"]);
     Some(translated)
 }
 
@@ -172,23 +184,57 @@ fn assert_role_and_log_group(translated: &Value, function: &Function<'_>) {
     );
 }
 
-/// The properties of each resource of `kind` that names `function`: by `Ref`
-/// in `FunctionName` (permissions, asynchronous settings) or by ARN among its
-/// `Targets` (rules).
-fn naming<'a>(translated: &'a Value, kind: &str, function: &str) -> Vec<&'a Value> {
+/// The properties of each resource of `kind` that names `target`, a function
+/// or an alias: by `Ref` in `FunctionName` (permissions, asynchronous
+/// settings) or by ARN among its `Targets` (rules).
+fn naming<'a>(translated: &'a Value, kind: &str, target: &str) -> Vec<&'a Value> {
+    let arns = [
+        json!({ "Ref": target }),
+        json!({ "Fn::GetAtt": [target, "Arn"] }),
+    ];
     resources(translated)
         .values()
         .filter(|resource| resource["Type"] == kind)
         .map(|resource| &resource["Properties"])
         .filter(|properties| {
-            properties["FunctionName"] == json!({ "Ref": function })
+            properties["FunctionName"] == json!({ "Ref": target })
                 || properties["Targets"].as_array().is_some_and(|targets| {
-                    targets
-                        .iter()
-                        .any(|target| target["Arn"] == json!({ "Fn::GetAtt": [function, "Arn"] }))
+                    targets.iter().any(|target| arns.contains(&target["Arn"]))
                 })
         })
         .collect()
+}
+
+/// The logical id of `function`'s alias [`ALIAS`], checked to point at a
+/// version of the function and to be moved by CodeDeploy as the deployment
+/// group says; and that deployment group.
+fn alias<'a>(translated: &'a Value, function: &Function<'_>) -> (&'a str, &'a Value) {
+    let name = function.name;
+    let aliases: Vec<(&String, &Value)> = resources(translated)
+        .iter()
+        .filter(|(_, resource)| {
+            resource["Type"] == "AWS::Lambda::Alias"
+                && resource["Properties"]["FunctionName"] == json!({ "Ref": name })
+        })
+        .collect();
+    assert_eq!(aliases.len(), 1, "{name}: one alias");
+    let (id, alias) = aliases[0];
+    assert_eq!(alias["Properties"]["Name"], ALIAS, "{name}");
+    let version = alias["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: the alias points at no version of the stack"));
+    let version = &resources(translated)[version];
+    assert_eq!(version["Type"], "AWS::Lambda::Version", "{name}");
+    assert_eq!(
+        version["Properties"]["FunctionName"],
+        json!({ "Ref": name }),
+        "{name}"
+    );
+    let update = &alias["UpdatePolicy"]["CodeDeployLambdaAliasUpdate"];
+    let group = update["DeploymentGroupName"]["Ref"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name}: CodeDeploy does not move the alias"));
+    (id, &resources(translated)[group])
 }
 
 #[test]
@@ -256,7 +302,7 @@ fn the_lmi_template_is_deployable_and_runs_every_function_on_the_capacity_provid
 }
 
 #[test]
-fn only_the_five_functions_of_the_api_may_be_invoked_by_api_gateway() {
+fn only_the_five_functions_of_the_api_may_be_invoked_by_api_gateway_through_their_aliases() {
     for name in [LAMBDA, MANAGED_INSTANCES] {
         // Arrange
         let Some(translated) = translate(name) else {
@@ -265,11 +311,12 @@ fn only_the_five_functions_of_the_api_may_be_invoked_by_api_gateway() {
 
         for function in functions(&translated) {
             // Act
-            let principals: BTreeSet<&str> =
-                naming(&translated, "AWS::Lambda::Permission", function.name)
-                    .into_iter()
-                    .map(|permission| permission["Principal"].as_str().unwrap_or("?"))
-                    .collect();
+            let (alias, _) = alias(&translated, &function);
+            let principals: BTreeSet<&str> = naming(&translated, "AWS::Lambda::Permission", alias)
+                .into_iter()
+                .map(|permission| permission["Principal"].as_str().unwrap_or("?"))
+                .collect();
+            let unqualified = naming(&translated, "AWS::Lambda::Permission", function.name);
 
             // Assert
             let expected = if function.binary == CONSUMER {
@@ -283,7 +330,98 @@ fn only_the_five_functions_of_the_api_may_be_invoked_by_api_gateway() {
                 "{name}: who may invoke {}",
                 function.binary
             );
+            assert!(
+                unqualified.is_empty(),
+                "{name}: {} may be invoked besides its alias: {unqualified:?}",
+                function.binary
+            );
         }
+    }
+}
+
+#[test]
+fn the_api_integrates_the_aliases_which_a_deployment_moves_as_deployment_type_says_rolled_back_by_alarms()
+ {
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange
+        let Some(translated) = translate(name) else {
+            return;
+        };
+        let parameter = &translated["Parameters"]["DeploymentType"];
+        let api = serde_json::to_string(&resources(&translated)["UsersHttpApi"]["Properties"])
+            .expect("JSON");
+        let api_alarm = &translated["Resources"]["ApiServerErrorsAlarm"]["Properties"];
+
+        for function in functions(&translated) {
+            // Act
+            let (alias, group) = alias(&translated, &function);
+            let group = &group["Properties"];
+
+            // Assert: API Gateway invokes the alias, never the function itself;
+            let integration = format!("functions/${{{alias}}}/invocations");
+            let (unqualified, by_arn) = (
+                format!("${{{}}}", function.name),
+                format!("{}.Arn", function.name),
+            );
+            if function.binary == CONSUMER {
+                assert!(!api.contains(alias), "{name}: the API integrates {alias}");
+            } else {
+                assert!(
+                    api.contains(&integration),
+                    "{name}: no route integrates {alias}"
+                );
+            }
+            assert!(
+                !api.contains(&unqualified) && !api.contains(&by_arn),
+                "{name}: the API integrates {} itself",
+                function.name
+            );
+            // CodeDeploy moves it as the parameter says (its default here:
+            // the offline transform takes the parameters' defaults);
+            assert_eq!(parameter["Default"], "AllAtOnce", "{name}");
+            assert!(
+                parameter["AllowedValues"]
+                    .as_array()
+                    .is_some_and(|types| types.len() > 1),
+                "{name}: canary and linear types"
+            );
+            assert_eq!(
+                group["DeploymentConfigName"],
+                json!({ "Fn::Sub": ["CodeDeployDefault.Lambda${ConfigName}", { "ConfigName": "AllAtOnce" }] }),
+                "{name}: {}",
+                function.name
+            );
+            // and rolls it back when either alarm fires.
+            assert_eq!(
+                group["AutoRollbackConfiguration"]["Enabled"], true,
+                "{name}"
+            );
+            assert!(
+                group["AutoRollbackConfiguration"]["Events"]
+                    .as_array()
+                    .is_some_and(|events| events.contains(&json!("DEPLOYMENT_STOP_ON_ALARM"))),
+                "{name}"
+            );
+            assert_eq!(group["AlarmConfiguration"]["Enabled"], true, "{name}");
+            assert_eq!(
+                group["AlarmConfiguration"]["Alarms"],
+                json!([{ "Name": api_alarm["AlarmName"] }, { "Name": { "Ref": "ConsumerErrorsAlarm" } }]),
+                "{name}: {}",
+                function.name
+            );
+        }
+        let consumer_alarm = &translated["Resources"]["ConsumerErrorsAlarm"]["Properties"];
+        assert_eq!(consumer_alarm["MetricName"], "Errors", "{name}");
+        assert_eq!(
+            consumer_alarm["Dimensions"][1]["Value"],
+            json!({ "Fn::Sub": format!("${{InvalidateCacheFunction}}:{ALIAS}") }),
+            "{name}: the errors of the runs through the alias"
+        );
+        let metrics = serde_json::to_string(&api_alarm["Metrics"]).expect("JSON");
+        assert!(
+            metrics.contains("\"5xx\"") && metrics.contains("UsersHttpApi"),
+            "{name}: the API's 5xx answers: {metrics}"
+        );
     }
 }
 
@@ -318,7 +456,8 @@ fn the_consumer_runs_every_minute_in_overlapping_runs_that_are_never_retried() {
             .stop_before_deadline;
 
         // Act
-        let rules = naming(&translated, "AWS::Events::Rule", consumer.name);
+        let (alias, _) = alias(&translated, consumer);
+        let rules = naming(&translated, "AWS::Events::Rule", alias);
         let invoke_configs = naming(&translated, "AWS::Lambda::EventInvokeConfig", consumer.name);
         let timeout = consumer.properties["Timeout"]
             .as_u64()
@@ -337,8 +476,10 @@ fn the_consumer_runs_every_minute_in_overlapping_runs_that_are_never_retried() {
             timeout.saturating_sub(margin)
         );
         // and a failed run is not run again, nor a late one started, since
-        // the next minute's run takes over.
+        // the next minute's run takes over: the settings of the alias the
+        // rule invokes.
         assert_eq!(invoke_configs.len(), 1, "{name}: asynchronous settings");
+        assert_eq!(invoke_configs[0]["Qualifier"], ALIAS, "{name}");
         assert_eq!(invoke_configs[0]["MaximumRetryAttempts"], 0, "{name}");
         assert!(
             invoke_configs[0]["MaximumEventAgeInSeconds"].as_u64() <= Some(60),
@@ -431,6 +572,8 @@ fn the_functions_get_the_settings_of_tls_secrets_cluster_and_concurrency() {
         "PG_CA_FILE: !If [HasRdsCaBundle, /opt/rds-global-bundle.pem, \"\"]",
         "REDIS_CLUSTER: !Ref RedisCluster",
         "PG_POOL_MAX_SIZE: !Ref PgPoolMaxSize",
+        "CACHE_GUARD_REPLICAS: !Ref CacheGuardReplicas",
+        "AutoPublishAlias: live",
         "Architectures: [arm64]",
         "RetentionInDays: !Ref LogRetentionDays",
         "ThrottlingBurstLimit: !Ref ThrottlingBurstLimit",

@@ -65,6 +65,8 @@ pub struct UserCache {
     /// `CACHE_GUARD_REPLICAS`.
     guard_replicas: u32,
     prefix: String,
+    /// The key prefix of the previous entry format (`protocol.rs`).
+    previous_prefix: String,
     ttl: Duration,
     fail_safe: Duration,
     negative_ttl: Duration,
@@ -89,6 +91,7 @@ impl UserCache {
             writes,
             guard_replicas: cache.guard_replicas,
             prefix: protocol::key_prefix(&cache.key_prefix),
+            previous_prefix: protocol::previous_key_prefix(&cache.key_prefix),
             ttl: cache.ttl,
             fail_safe: cache.fail_safe,
             negative_ttl: cache.negative_ttl,
@@ -256,7 +259,17 @@ impl UserCache {
     }
 
     async fn release(&self, id: Uuid, guard: &WriteGuard, replicas: u32) -> Result<(), CacheError> {
-        let mut call = evalsha(&RELEASE, &self.key(id));
+        self.release_key(&self.key(id), guard, replicas).await
+    }
+
+    /// The release script on `key`, then `WAIT replicas`.
+    async fn release_key(
+        &self,
+        key: &str,
+        guard: &WriteGuard,
+        replicas: u32,
+    ) -> Result<(), CacheError> {
+        let mut call = evalsha(&RELEASE, key);
         call.arg(&guard.token[..]);
         let _: i64 = self.writes.run_replicated(&RELEASE, call, replicas).await?;
         Ok(())
@@ -268,23 +281,55 @@ impl UserCache {
     /// progress stays guarded, and their own releases delete it; anything
     /// else (an entry, fresh or kept, a negative entry, a fill or refresh
     /// lease) is deleted, so a lease taken before the change committed can
-    /// no longer fill. The keys are voided concurrently, each call bounded
-    /// and retried as any other; `Err` when any of them failed. With
-    /// `CACHE_GUARD_REPLICAS`, each voiding waits for that many replicas too
-    /// ([`CacheError::Replicas`] when fewer acknowledged), so that the
-    /// consumer deletes a change record only once its voiding would survive
-    /// a failover.
+    /// no longer fill. The keys are voided concurrently, in both formats
+    /// ([`UserCache::finish_write`]), each call bounded and retried as any
+    /// other; `Err` when any of them failed. With `CACHE_GUARD_REPLICAS`,
+    /// each voiding waits for that many replicas too ([`CacheError::Replicas`]
+    /// when fewer acknowledged), so that the consumer deletes a change record
+    /// only once its voiding would survive a failover.
     pub async fn void(&self, ids: &[Uuid]) -> Result<(), CacheError> {
         let outsider = WriteGuard::new();
-        let releases = ids.iter().map(|id| self.release_write(*id, &outsider));
+        let releases = ids.iter().map(|id| self.finish_write(*id, &outsider));
         futures_util::future::try_join_all(releases).await.map(drop)
     }
 
     /// Deletes the key (entry, lease or negative entry): `create` clears a
     /// "no such user" this way. Writes to existing users use the guard.
+    /// The previous format's key is voided at the same time.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
         let mut delete = redis::cmd("DEL");
         delete.arg(self.key(id));
-        self.redis.query(&delete).await
+        // A new id has nothing a failover could bring back: no waiting.
+        let (deleted, voided) =
+            futures_util::future::join(self.redis.query::<()>(&delete), self.void_previous(id, 0))
+                .await;
+        deleted.and(voided)
+    }
+
+    /// After a write commits (or fails), before it is acknowledged:
+    /// [`UserCache::release_write`], and the user's key in the previous
+    /// format voided at the same time ([`UserCache::void_previous`]).
+    pub async fn finish_write(&self, id: Uuid, guard: &WriteGuard) -> Result<(), CacheError> {
+        let previous = self.void_previous(id, self.guard_replicas);
+        let (released, voided) =
+            futures_util::future::join(self.release_write(id, guard), previous).await;
+        released.and(voided)
+    }
+
+    /// Voids user `id`'s key in the previous entry format, the key of the
+    /// version before this one, which may still serve beside it (a gradual
+    /// deployment): a lease that version took before the write committed
+    /// can no longer fill, and its next find reads the committed row
+    /// (docs/cache.md, "Key format version and deployments"). As
+    /// [`UserCache::void`] voids a key, so a write of that version in
+    /// progress keeps its guard, whose own release deletes the key. One
+    /// single-key call of its own: on Redis Cluster the two formats' keys
+    /// are in different slots. Sent concurrently with the call on the
+    /// current key: on one connection the two are pipelined. Waited for by
+    /// `replicas` replicas, as the release.
+    async fn void_previous(&self, id: Uuid, replicas: u32) -> Result<(), CacheError> {
+        let outsider = WriteGuard::new();
+        let key = protocol::key(&self.previous_prefix, id);
+        self.release_key(&key, &outsider, replicas).await
     }
 }

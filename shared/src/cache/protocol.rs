@@ -14,6 +14,15 @@ use uuid::Uuid;
 /// never makes a new deployment read entries written by an old one.
 const FORMAT_VERSION: &str = "v5";
 
+/// The format before this one: `v{version}:{owner length}:{owner}{body}`,
+/// no times, no refresh marker; leases, negative entries and guards as
+/// now. Every invalidation voids the user's key in this format too, so the
+/// version before this one, still serving during a gradual deployment,
+/// answers nothing a write through this one replaced. A format change sets
+/// it to the old [`FORMAT_VERSION`]: docs/cache.md, "Key format version and
+/// deployments".
+const PREVIOUS_FORMAT_VERSION: &str = "v4";
+
 /// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
 /// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
@@ -30,6 +39,11 @@ const WRITING: u8 = b'w';
 /// The part of every key before the user's id.
 pub(crate) fn key_prefix(configured: &str) -> String {
     format!("{configured}:{FORMAT_VERSION}:user:")
+}
+
+/// [`key_prefix`] in the previous format.
+pub(crate) fn previous_key_prefix(configured: &str) -> String {
+    format!("{configured}:{PREVIOUS_FORMAT_VERSION}:user:")
 }
 
 /// `prefix` + the id, hyphenated and lower case.

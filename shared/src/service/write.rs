@@ -166,11 +166,14 @@ impl UserService {
         Ok(guard)
     }
 
-    /// After the statement, whatever its outcome. If Redis fails here, the
-    /// guard still blocks fills until it expires, and it outlives the write;
-    /// while other writes to the same user are in flight it stays anyway.
+    /// After the statement, whatever its outcome; it voids the previous
+    /// format's key too. If Redis fails here, the guard still blocks fills
+    /// until it expires, and it outlives the write; while other writes to
+    /// the same user are in flight it stays anyway. The previous format's
+    /// key has no guard of this write: the change record's consumer voids
+    /// it within D.
     async fn release(&self, id: Uuid, guard: &WriteGuard) {
-        if let Err(error) = self.cache.release_write(id, guard).await {
+        if let Err(error) = self.cache.finish_write(id, guard).await {
             log_cache_error("release", &error);
         }
     }

@@ -5,7 +5,7 @@
 //! (<https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>).
 //! Built by hand rather than through `serde_json::Value`: this runs on every
 //! request, and building a map of values per request cost more than the rest
-//! of a cache hit (BENCHMARKS.md, "Tuning").
+//! of a cache hit (BENCHMARKS-history.md, "Tuning").
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

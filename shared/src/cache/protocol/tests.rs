@@ -108,12 +108,17 @@ fn keys_carry_the_prefix_the_format_version_and_the_id() {
     let id = Uuid::parse_str("0190F0C2-1111-7000-8000-000000000001").unwrap();
 
     // Act
-    let key = key(&key_prefix("users-api"), id);
+    let current = key(&key_prefix("users-api"), id);
+    let previous = key(&previous_key_prefix("users-api"), id);
 
     // Assert
     assert_eq!(
-        key,
+        current,
         "users-api:v5:user:0190f0c2-1111-7000-8000-000000000001"
+    );
+    assert_eq!(
+        previous,
+        "users-api:v4:user:0190f0c2-1111-7000-8000-000000000001"
     );
 }
 
