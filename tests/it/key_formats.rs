@@ -1,7 +1,7 @@
 //! Two code versions serving at once, as during a gradual deployment
 //! (docs/cache.md, "Key format version and deployments"): the version
-//! before this one keeps its entries under the previous key format, and a
-//! write through this one voids them too. Nothing of the previous version's
+//! before this one keeps its entries under the previous key format, the one
+//! after it under the next, and a write through this one voids both. Nothing of the previous version's
 //! code runs here: each test puts in Redis what that version stores, under
 //! its key, and asks Redis what is left after the write.
 //!
@@ -172,4 +172,36 @@ async fn a_write_of_the_previous_version_in_progress_keeps_its_guard() {
     // own release, after its commit, deletes the key.
     assert_eq!(status(&updated), 200);
     assert_eq!(get(&env, &key).await.as_deref(), Some(guard));
+}
+
+/// The key format of the version after this one, whatever it stores.
+const NEXT_FORMAT: &str = "v6";
+
+#[tokio::test]
+async fn an_update_voids_what_the_next_version_stored_and_keeps_its_guards() {
+    // Arrange: the next version, serving beside this one in the deployment
+    // that brings it, has cached a user, and a "no such user" for an id
+    // about to be taken. Its values are opaque here; only its key layout
+    // and its guard (`w` + tokens) are fixed.
+    let env = TestEnv::new().await;
+    let id = create_user(&env.state, "old@example.com", "Old").await;
+    let next_key = |id: Uuid| format!("{}:{NEXT_FORMAT}:user:{id}", env.key_prefix);
+    set(&env, &next_key(id), b"an entry of the next format").await;
+    let guarded = create_user(&env.state, "guarded@example.com", "Guarded").await;
+    set(&env, &next_key(guarded), b"wtoken-of-a-next-version-write").await;
+
+    // Act
+    let body = json!({"email": "new@example.com", "name": "New"});
+    let updated = update(&env.state, with_body("update-user.v2", id, &body)).await;
+    let body = json!({"email": "guarded-new@example.com", "name": "New"});
+    let other = update(&env.state, with_body("update-user.v2", guarded, &body)).await;
+
+    // Assert: the next version reads the new row; its own write in progress
+    // keeps its guard.
+    assert_eq!((status(&updated), status(&other)), (200, 200));
+    assert_eq!(get(&env, &next_key(id)).await, None);
+    assert_eq!(
+        get(&env, &next_key(guarded)).await.as_deref(),
+        Some("wtoken-of-a-next-version-write")
+    );
 }

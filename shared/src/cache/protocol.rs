@@ -23,6 +23,14 @@ const FORMAT_VERSION: &str = "v5";
 /// deployments".
 const PREVIOUS_FORMAT_VERSION: &str = "v4";
 
+/// The format after this one, whatever it will hold: every invalidation
+/// voids the user's key in it too, so that once a version with that format
+/// serves beside this one, this one's writes void its entries. What it
+/// requires of that format: keys laid out as now, and a guard that still
+/// reads `w` + writer tokens (the release script keeps such a guard and
+/// deletes anything else).
+const NEXT_FORMAT_VERSION: &str = "v6";
+
 /// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
 /// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
@@ -41,9 +49,11 @@ pub(crate) fn key_prefix(configured: &str) -> String {
     format!("{configured}:{FORMAT_VERSION}:user:")
 }
 
-/// [`key_prefix`] in the previous format.
-pub(crate) fn previous_key_prefix(configured: &str) -> String {
-    format!("{configured}:{PREVIOUS_FORMAT_VERSION}:user:")
+/// [`key_prefix`] in the formats before and after this one, which every
+/// invalidation voids too.
+pub(crate) fn other_key_prefixes(configured: &str) -> [String; 2] {
+    [PREVIOUS_FORMAT_VERSION, NEXT_FORMAT_VERSION]
+        .map(|format| format!("{configured}:{format}:user:"))
 }
 
 /// `prefix` + the id, hyphenated and lower case.

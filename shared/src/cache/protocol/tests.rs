@@ -109,7 +109,7 @@ fn keys_carry_the_prefix_the_format_version_and_the_id() {
 
     // Act
     let current = key(&key_prefix("users-api"), id);
-    let previous = key(&previous_key_prefix("users-api"), id);
+    let [previous, next] = other_key_prefixes("users-api").map(|prefix| key(&prefix, id));
 
     // Assert
     assert_eq!(
@@ -119,6 +119,10 @@ fn keys_carry_the_prefix_the_format_version_and_the_id() {
     assert_eq!(
         previous,
         "users-api:v4:user:0190f0c2-1111-7000-8000-000000000001"
+    );
+    assert_eq!(
+        next,
+        "users-api:v6:user:0190f0c2-1111-7000-8000-000000000001"
     );
 }
 
