@@ -125,14 +125,14 @@ EDITS = [
         "memory",
         """\
     # 256 MB for the CPU share, not the memory: a function peaks at about 5 MB RSS
-    # (VmHWM 5,064 - 5,416 kB, BENCHMARKS.md "Footprint"), but Lambda allocates CPU in
+    # (VmHWM 5,064 - 5,416 kB, BENCHMARKS-history.md "Footprint"), but Lambda allocates CPU in
     # proportion to memory. Why 256 and not 128: docs/deploy.md, "Memory and timeout".
     MemorySize: 256
 """,
         """\
     # The smallest execution environment Lambda Managed Instances runs: 2 GB and 1 vCPU
     # (the best-practices page of the Lambda guide). A function peaks at about 5 MB RSS
-    # (BENCHMARKS.md "Footprint"), so the environment is sized for its vCPU.
+    # (BENCHMARKS-history.md "Footprint"), so the environment is sized for its vCPU.
     MemorySize: 2048
 """,
     ),
