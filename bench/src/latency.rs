@@ -8,7 +8,7 @@
 
 use crate::floor::{self, Floor};
 use crate::handlers::{self, Caller, Op};
-use crate::measure::{BoxError, Measured};
+use crate::measure::{BoxError, Measured, merge};
 use crate::report::{HIT_METRICS_OFF, HIT_TELEMETRY_INLINE, MISS_METRICS_OFF, Report};
 use crate::world::{CALLERS, Plan, SLICES, World};
 use std::sync::Arc;
@@ -164,23 +164,4 @@ async fn round(world: &World<'_>, plan: &Plan, round: usize) -> Result<Round, Bo
         latency: merged,
         context,
     })
-}
-
-/// Adds a slice to the phase of the same name, or starts that phase;
-/// slice 0 is the uncounted one. `BENCH_PRINT_SLICES=1` prints every slice,
-/// to see a run's drift.
-pub fn merge(merged: &mut Vec<Measured>, slice: Measured, index: usize) -> Result<(), BoxError> {
-    if std::env::var_os("BENCH_PRINT_SLICES").is_some() {
-        slice.print();
-    }
-    if index == 0 {
-        return Ok(());
-    }
-    match merged.iter_mut().find(|m| m.name == slice.name) {
-        Some(phase) => phase.absorb(slice),
-        None => {
-            merged.push(slice.first_slice());
-            Ok(())
-        }
-    }
 }

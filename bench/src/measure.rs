@@ -208,6 +208,25 @@ pub fn median(samples: &[Duration]) -> Duration {
     }
 }
 
+/// Adds a slice to the phase of the same name, or starts that phase;
+/// slice 0 is the uncounted one. `BENCH_PRINT_SLICES=1` prints every slice,
+/// to see a run's drift.
+pub fn merge(merged: &mut Vec<Measured>, slice: Measured, index: usize) -> Result<(), BoxError> {
+    if std::env::var_os("BENCH_PRINT_SLICES").is_some() {
+        slice.print();
+    }
+    if index == 0 {
+        return Ok(());
+    }
+    match merged.iter_mut().find(|m| m.name == slice.name) {
+        Some(phase) => phase.absorb(slice),
+        None => {
+            merged.push(slice.first_slice());
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@
 
 use crate::fixtures::{self, Events, Row};
 use crate::handlers::{self, Caller, Op};
-use crate::latency::merge;
+use crate::measure::merge;
 use crate::measure::{BoxError, Measured, micros};
 use crate::world::{PRODUCTION, Plan, SLICES, fresh_ids_needed};
 use std::fmt::Write;
