@@ -92,22 +92,8 @@ impl TestEnv {
         users_api::migrate::run(&mut migrator)
             .await
             .expect("migrate");
-        let mut settings: HashMap<String, String> = [
-            ("DATABASE_URL", schema_database_url(&schema)),
-            ("REDIS_URL", redis_url()),
-            ("CACHE_KEY_PREFIX", key_prefix.clone()),
-            // Generous on a loaded 2-core CI machine; fault tests set their own.
-            ("REDIS_RESPONSE_TIMEOUT_MS", "1000".to_owned()),
-            ("REDIS_CONNECT_TIMEOUT_MS", "1000".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        for (key, value) in overrides {
-            settings.insert((*key).to_owned(), (*value).to_owned());
-        }
-        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
-        let state = AppState::connect(&config).await.expect("state");
+        let settings = test_settings(schema_database_url(&schema), &key_prefix, overrides);
+        let state = state_from(&settings).await;
         Self {
             state,
             schema,
@@ -124,8 +110,7 @@ impl TestEnv {
         for (key, value) in overrides {
             settings.insert((*key).to_owned(), (*value).to_owned());
         }
-        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
-        AppState::connect(&config).await.expect("state")
+        state_from(&settings).await
     }
 
     /// A direct Postgres connection into this test's schema, for assertions.
@@ -223,6 +208,36 @@ impl Drop for TestEnv {
         });
         let _ = cleanup.join();
     }
+}
+
+/// The settings a test's functions read: its database and key prefix, the
+/// shared Redis with bounds generous on a loaded 2-core CI machine (fault
+/// tests set their own), then `overrides`.
+pub fn test_settings(
+    database_url: String,
+    key_prefix: &str,
+    overrides: &[(&str, &str)],
+) -> HashMap<String, String> {
+    let mut settings: HashMap<String, String> = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", redis_url()),
+        ("CACHE_KEY_PREFIX", key_prefix.to_owned()),
+        ("REDIS_RESPONSE_TIMEOUT_MS", "1000".to_owned()),
+        ("REDIS_CONNECT_TIMEOUT_MS", "1000".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect();
+    for (key, value) in overrides {
+        settings.insert((*key).to_owned(), (*value).to_owned());
+    }
+    settings
+}
+
+/// A function's state built from `settings`, as its cold start builds it.
+pub async fn state_from(settings: &HashMap<String, String>) -> AppState {
+    let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
+    AppState::connect(&config).await.expect("state")
 }
 
 /// Deletes the keys matching `pattern` (never the whole Redis).

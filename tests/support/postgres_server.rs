@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
-use users_api::{AppState, Config};
+use users_api::AppState;
 use uuid::Uuid;
 
 /// The database [`PrivateEnv`] migrates and the functions use; the admin
@@ -213,21 +213,8 @@ impl PrivateEnv {
             .await
             .expect("migrate");
         let key_prefix = format!("test-{}", Uuid::new_v4().simple());
-        let mut settings: HashMap<String, String> = [
-            ("DATABASE_URL", server.url(DATABASE)),
-            ("REDIS_URL", crate::redis_url()),
-            ("CACHE_KEY_PREFIX", key_prefix.clone()),
-            ("REDIS_RESPONSE_TIMEOUT_MS", "1000".to_owned()),
-            ("REDIS_CONNECT_TIMEOUT_MS", "1000".to_owned()),
-        ]
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-        for (key, value) in overrides {
-            settings.insert((*key).to_owned(), (*value).to_owned());
-        }
-        let config = Config::from_lookup(|name| settings.get(name).cloned()).expect("config");
-        let state = AppState::connect(&config).await.expect("state");
+        let settings = crate::test_settings(server.url(DATABASE), &key_prefix, overrides);
+        let state = crate::state_from(&settings).await;
         Self {
             state,
             key_prefix,
