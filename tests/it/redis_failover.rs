@@ -328,7 +328,34 @@ async fn on_a_cluster_a_write_waits_on_its_keys_shards_only() {
         ("CACHE_GUARD_REPLICAS", "1"),
     ])
     .await;
-    let id = create_user(&env.state, OLD, "Old").await;
+    let primaries: Vec<usize> = (0..cluster.ports.len())
+        .filter(|&index| cluster.is_primary(index))
+        .collect();
+    assert_eq!(primaries.len(), 3);
+    // The write voids the user's key in the previous and the next format
+    // too, each in a slot of its own, and waits for those as well: a user
+    // whose three keys leave a shard out, so that the test sees that shard
+    // wait for nothing.
+    let keys_of = |id: Uuid| {
+        [
+            env.cache_key(id),
+            format!("{}:v4:user:{id}", env.key_prefix),
+            format!("{}:v6:user:{id}", env.key_prefix),
+        ]
+    };
+    let mut chosen = None;
+    for n in 0..30 {
+        let id = create_user(&env.state, &format!("shard{n}@example.com"), "Old").await;
+        let keys = keys_of(id);
+        let left_out = primaries
+            .iter()
+            .any(|&index| keys.iter().all(|key| !owns(&cluster, index, key)));
+        if left_out {
+            chosen = Some(id);
+            break;
+        }
+    }
+    let id = chosen.expect("a user whose keys leave a shard out");
 
     // Act
     let updated = update(&env.state, update_to_new(id)).await;
@@ -337,29 +364,20 @@ async fn on_a_cluster_a_write_waits_on_its_keys_shards_only() {
     // Assert
     assert_eq!(status(&updated), 200, "{}", logs.text());
     assert_eq!((refilled.1.as_str(), refilled.2.as_str()), ("miss", NEW));
-    // The write voids the user's key in the previous format too, in a slot
-    // of its own, and waits for that as well.
-    let keys = [
-        env.cache_key(id),
-        format!("{}:v4:user:{id}", env.key_prefix),
-    ];
-    let primaries: Vec<usize> = (0..cluster.ports.len())
-        .filter(|&index| cluster.is_primary(index))
-        .collect();
-    assert_eq!(primaries.len(), 3);
-    let waits: Vec<([bool; 2], u64)> = primaries
+    let keys = keys_of(id);
+    let waits: Vec<([bool; 3], u64)> = primaries
         .iter()
         .map(|&index| {
             let owned = keys.each_ref().map(|key| owns(&cluster, index, key));
             (owned, waits_on(&cluster, index))
         })
         .collect();
-    println!("primaries (owns the key, its previous format's, WAIT calls): {waits:?}");
+    println!("primaries (owns the key, its previous and next formats', WAIT calls): {waits:?}");
     for (owned, calls) in waits {
-        // The guard and the release on the key's shard, the previous
-        // format's voiding on its own; a pipeline whose script the node did
-        // not have yet is sent again once it is loaded, its `WAIT` too.
-        let least = 2 * u64::from(owned[0]) + u64::from(owned[1]);
+        // The guard and the release on the key's shard, each other format's
+        // voiding on its own; a pipeline whose script the node did not have
+        // yet is sent again once it is loaded, its `WAIT` too.
+        let least = 2 * u64::from(owned[0]) + u64::from(owned[1]) + u64::from(owned[2]);
         match least {
             0 => assert_eq!(calls, 0, "no WAIT on another shard"),
             _ => assert!(
