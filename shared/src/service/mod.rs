@@ -133,6 +133,14 @@ fn to_body(user: &User) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))
 }
 
+/// Logs a failed cache call with what Redis said (the error's source:
+/// `redis call failed` alone says nothing of why), never a key's value.
 fn log_cache_error(operation: &str, error: &CacheError) {
-    lambda_http::tracing::warn!(operation, error = %error, "cache unavailable, using Postgres only");
+    let cause = std::error::Error::source(error).map(ToString::to_string);
+    lambda_http::tracing::warn!(
+        operation,
+        error = %error,
+        cause = cause.as_deref().unwrap_or("-"),
+        "cache unavailable, using Postgres only"
+    );
 }

@@ -166,15 +166,22 @@ impl UserService {
         Ok(guard)
     }
 
-    /// After the statement, whatever its outcome; it voids the previous
-    /// format's key too. If Redis fails here, the guard still blocks fills
-    /// until it expires, and it outlives the write; while other writes to
-    /// the same user are in flight it stays anyway. The previous format's
-    /// key has no guard of this write: the change record's consumer voids
-    /// it within D.
+    /// After the statement, whatever its outcome; it voids the other
+    /// formats' keys too. If Redis fails here, or fewer replicas than
+    /// `CACHE_GUARD_REPLICAS` acknowledge, the write is acknowledged all the
+    /// same: the guard still blocks fills until it expires, and it outlives
+    /// the write; while other writes to the same user are in flight it stays
+    /// anyway. The other formats' keys have no guard of this write: the
+    /// change record's consumer voids them within D.
     async fn release(&self, id: Uuid, guard: &WriteGuard) {
         if let Err(error) = self.cache.finish_write(id, guard).await {
-            log_cache_error("release", &error);
+            let cause = std::error::Error::source(&error).map(ToString::to_string);
+            lambda_http::tracing::warn!(
+                operation = "release",
+                error = %error,
+                cause = cause.as_deref().unwrap_or("-"),
+                "write acknowledged; its guard keeps the key from fills until it expires"
+            );
         }
     }
 }
