@@ -1,8 +1,8 @@
 //! The runtime of a function started by a schedule instead of API Gateway
 //! (`invalidate-cache`): [`start_scheduled`] is its whole `main`.
 //!
-//! Such a function runs one invocation at a time for most of its timeout, so
-//! it needs none of the HTTP functions' machinery: no concurrent workers, no
+//! Such a function works for most of its timeout and answers no client, so
+//! it needs none of the HTTP functions' machinery: no event conversion, no
 //! per-request records after the response. It writes its own log line and
 //! metrics as it goes. It ends by the deadline its invocation carries
 //! ([`run_until`]); if Lambda stops it first, what it had not committed is

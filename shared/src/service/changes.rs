@@ -72,22 +72,16 @@ impl UserService {
                 self.report_backlog(until, metrics).await;
                 next_report = Instant::now() + BACKLOG_REPORT;
             }
-            let wake = match drained {
-                Ok(()) => {
-                    backoff = BACKOFF_FIRST;
-                    Instant::now() + config.rescan
-                }
-                Err(error) => {
-                    consumed.failures += 1;
-                    log_failure("apply changes", &error);
-                    let wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MOST);
-                    // Retry after the backoff, not on the next notification.
-                    sleep_until((Instant::now() + wait).min(until)).await;
-                    continue;
-                }
-            };
-            let wake = wake.min(until);
+            if let Err(error) = drained {
+                consumed.failures += 1;
+                log_failure("apply changes", &error);
+                // Retry after the backoff, not on the next notification.
+                sleep_until((Instant::now() + backoff).min(until)).await;
+                backoff = (backoff * 2).min(BACKOFF_MOST);
+                continue;
+            }
+            backoff = BACKOFF_FIRST;
+            let wake = (Instant::now() + config.rescan).min(until);
             match listener.as_mut() {
                 Some(listening) => {
                     tokio::select! {
@@ -113,7 +107,7 @@ impl UserService {
         consumed: &mut Consumed,
     ) -> Result<(), ApiError> {
         while Instant::now() < until {
-            let batch = self.store.claim_changes(config.batch_size).await?;
+            let mut batch = self.store.claim_changes(config.batch_size).await?;
             if batch.changes.is_empty() {
                 return Ok(());
             }
@@ -179,11 +173,10 @@ async fn sleep_until(at: Instant) {
 }
 
 fn log_failure(operation: &str, error: &ApiError) {
-    let cause = std::error::Error::source(error).map(ToString::to_string);
     tracing::warn!(
         operation,
         error = %error,
-        cause = cause.as_deref().unwrap_or("-"),
+        cause = %super::cause(error),
         "change records kept, retrying"
     );
 }

@@ -133,14 +133,20 @@ fn to_body(user: &User) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(user).map_err(|error| ApiError::Internal(error.into()))
 }
 
-/// Logs a failed cache call with what Redis said (the error's source:
+/// Logs a failed cache call with what Redis said (the error's [`cause`]:
 /// `redis call failed` alone says nothing of why), never a key's value.
 fn log_cache_error(operation: &str, error: &CacheError) {
-    let cause = std::error::Error::source(error).map(ToString::to_string);
     lambda_http::tracing::warn!(
         operation,
         error = %error,
-        cause = cause.as_deref().unwrap_or("-"),
+        cause = %cause(error),
         "cache unavailable, using Postgres only"
     );
+}
+
+/// What lies under `error` (its source), for a log line; `-` when nothing.
+fn cause(error: &dyn std::error::Error) -> String {
+    error
+        .source()
+        .map_or_else(|| "-".to_owned(), ToString::to_string)
 }

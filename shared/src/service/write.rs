@@ -5,7 +5,7 @@
 //! before it touches the cache; otherwise its record commits with it
 //! (`store/keyed.rs`).
 
-use super::{UserService, log_cache_error};
+use super::{UserService, cause, log_cache_error};
 use crate::auth::Caller;
 use crate::cache::WriteGuard;
 use crate::error::ApiError;
@@ -175,11 +175,10 @@ impl UserService {
     /// change record's consumer voids them within D.
     async fn release(&self, id: Uuid, guard: &WriteGuard) {
         if let Err(error) = self.cache.finish_write(id, guard).await {
-            let cause = std::error::Error::source(&error).map(ToString::to_string);
             lambda_http::tracing::warn!(
                 operation = "release",
                 error = %error,
-                cause = cause.as_deref().unwrap_or("-"),
+                cause = %cause(&error),
                 "write acknowledged; its guard keeps the key from fills until it expires"
             );
         }

@@ -15,7 +15,6 @@ use super::UserStore;
 use super::attempt::connection_was_closed;
 use crate::error::ApiError;
 use deadpool_postgres::Object;
-use std::future::Future;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, Connection, NoTls, Socket};
@@ -67,7 +66,7 @@ impl ClaimedChanges {
 
     /// Deletes the batch's records for good: call it only once their keys
     /// are voided.
-    pub async fn commit(mut self) -> Result<(), ApiError> {
+    pub async fn commit(&mut self) -> Result<(), ApiError> {
         let Some(client) = self.client.take() else {
             return Ok(());
         };
@@ -131,12 +130,6 @@ impl UserStore {
         if batch.changes.is_empty() {
             // Nothing deleted: end the transaction and keep the connection.
             batch.commit().await?;
-            batch = ClaimedChanges {
-                client: None,
-                changes: Vec::new(),
-                claimed_at: Instant::now(),
-                timeout: self.client_timeout,
-            };
         }
         Ok(batch)
     }
@@ -231,10 +224,7 @@ where
             }
         }
     };
-    spawn(drive);
+    // Ends with the connection; nothing waits for it.
+    drop(tokio::spawn(drive));
     receiver
-}
-
-fn spawn(task: impl Future<Output = ()> + Send + 'static) {
-    drop(tokio::spawn(task));
 }

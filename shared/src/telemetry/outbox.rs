@@ -79,12 +79,18 @@ impl Outbox {
                 lines.push('\n');
             }
         }
-        if !lines.is_empty() {
-            // A failed write loses metrics, never a request.
-            let mut out = lock(&self.metrics_out);
-            let _ = out.write_all(lines.as_bytes());
-            let _ = out.flush();
+        self.emit(&lines);
+    }
+
+    /// Writes EMF `lines` to stdout (or a test's writer) in one write. A
+    /// failed write loses metrics, never a request.
+    fn emit(&self, lines: &str) {
+        if lines.is_empty() {
+            return;
         }
+        let mut out = lock(&self.metrics_out);
+        let _ = out.write_all(lines.as_bytes());
+        let _ = out.flush();
     }
 }
 
@@ -97,9 +103,7 @@ impl Outbox {
         };
         let mut line = emf::line(namespace, &[("Function", function)], metrics);
         line.push('\n');
-        let mut out = lock(&self.metrics_out);
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
+        self.emit(&line);
     }
 }
 
