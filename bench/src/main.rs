@@ -40,6 +40,7 @@ mod lifecycle;
 mod load;
 mod measure;
 mod offload;
+mod paired;
 mod process;
 mod refresh;
 mod report;
