@@ -88,14 +88,6 @@ async fn answered_within(
     None
 }
 
-/// What Redis holds for `id`.
-async fn cached(env: &TestEnv, id: Uuid) -> Option<Vec<u8>> {
-    let mut redis = env.redis().await;
-    redis::AsyncCommands::get(&mut redis, env.cache_key(id))
-        .await
-        .expect("redis get")
-}
-
 #[tokio::test]
 async fn every_sql_insert_update_and_delete_is_recorded_in_its_own_transaction() {
     // Arrange
@@ -213,25 +205,17 @@ async fn the_consumer_ends_before_the_deadline_its_invocation_carries() {
 async fn an_entry_kept_for_fail_safe_is_voided_by_an_sql_update_and_never_answered_stale() {
     // Arrange: entries fresh for 1 s, kept for a day; finds through a proxy
     // in front of Postgres.
-    let env = TestEnv::with_settings(&[
-        ("CACHE_TTL_SECONDS", "1"),
-        ("CACHE_EAGER_REFRESH_PERCENT", "0"),
-        ("CACHE_FAIL_SAFE_TIMEOUT_MS", "150"),
-    ])
-    .await;
-    let proxy = FaultProxy::start(env.postgres_addr()).await;
-    let url = env.database_url_through(proxy.port);
-    let reader = env.instance(&[("DATABASE_URL", &url)]).await;
+    let (env, proxy, reader) = crate::fail_safe::instance_behind_postgres_proxy(&[]).await;
     let id = create_user(&env.state, "kept@example.com", "Kept").await;
     assert_eq!(found(&reader, id).await.1.as_deref(), Some("Kept"));
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    tokio::time::sleep(crate::fail_safe::PAST_FRESHNESS).await;
     applied_before(&env).await;
     let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(2));
 
     // Act: the kept entry's user changes by SQL, then Postgres goes away.
     rename_by_sql(&env, id, "Changed By SQL").await;
     let voided = Instant::now();
-    while cached(&env, id).await.is_some() && voided.elapsed() < D {
+    while env.cached(id).await.is_some() && voided.elapsed() < D {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     proxy.set(Mode::Reset);
@@ -257,7 +241,7 @@ async fn a_negative_entry_is_voided_by_an_sql_insert_of_that_id() {
     let env = TestEnv::new().await;
     let id = Uuid::now_v7();
     assert_eq!(found(&env.state, id).await.0, 404);
-    assert_eq!(cached(&env, id).await.as_deref(), Some(&b"n"[..]));
+    assert_eq!(env.cached(id).await.as_deref(), Some("n"));
     let consumer = start_consumer(env.instance(&[]).await, Duration::from_secs(2));
 
     // Act

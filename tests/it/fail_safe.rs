@@ -20,7 +20,7 @@ use users_api::hooks::{PausePoint, Point};
 use uuid::Uuid;
 
 /// Longer than any entry's freshness in these tests.
-const PAST_FRESHNESS: Duration = Duration::from_millis(1_100);
+pub(crate) const PAST_FRESHNESS: Duration = Duration::from_millis(1_100);
 
 /// The soft timeout of these tests.
 const SOFT_TIMEOUT_MS: &str = "150";
@@ -40,7 +40,9 @@ const SHORT_LIVED: [(&str, &str); 3] = [
 
 /// A test world with short-lived entries, and an instance of it whose
 /// Postgres traffic goes through a fault proxy (its Redis is the world's).
-async fn instance_behind_postgres_proxy(extra: &[(&str, &str)]) -> (TestEnv, FaultProxy, AppState) {
+pub(crate) async fn instance_behind_postgres_proxy(
+    extra: &[(&str, &str)],
+) -> (TestEnv, FaultProxy, AppState) {
     let mut settings = SHORT_LIVED.to_vec();
     settings.extend_from_slice(extra);
     let env = TestEnv::with_settings(&settings).await;
@@ -54,15 +56,6 @@ async fn timed_find(state: &AppState, id: Uuid) -> (Response<Body>, Duration) {
     let started = Instant::now();
     let response = find(state, request_for("find-user.v2", id)).await;
     (response, started.elapsed())
-}
-
-/// What Redis holds for `id`, as text.
-async fn stored(env: &TestEnv, id: Uuid) -> Option<String> {
-    let mut redis = env.redis().await;
-    let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut redis, env.cache_key(id))
-        .await
-        .expect("redis get");
-    value.map(|value| String::from_utf8_lossy(&value).into_owned())
 }
 
 /// A user cached past its freshness is answered stale while `outage` lasts;
@@ -155,7 +148,7 @@ async fn a_user_postgres_says_is_gone_is_not_answered_from_its_kept_entry() {
     // Assert
     assert_eq!(status(&found), 404);
     assert_eq!(
-        stored(&env, id).await.as_deref(),
+        env.cached(id).await.as_deref(),
         Some("n"),
         "a negative entry"
     );
@@ -183,7 +176,7 @@ async fn a_failed_fill_gives_its_lease_back_so_the_first_find_after_postgres_ret
         "the first one filled"
     );
     assert!(
-        stored(&env, id)
+        env.cached(id)
             .await
             .is_some_and(|value| value.starts_with('v')),
         "an entry, not a lease"

@@ -45,7 +45,7 @@ async fn cached_by_the_previous_version(env: &TestEnv) -> Uuid {
     assert_eq!(status(&found), 200);
     let entry = previous_entry(1, FIXTURE_SUBJECT, body_bytes(&found));
     set(env, &previous_key(env, id), &entry).await;
-    let stored = get(env, &previous_key(env, id)).await;
+    let stored = env.redis_text(&previous_key(env, id)).await;
     assert_eq!(stored.as_deref().map(str::as_bytes), Some(&entry[..]));
     id
 }
@@ -55,15 +55,6 @@ async fn set(env: &TestEnv, key: &str, value: &[u8]) {
     let () = redis::AsyncCommands::set_ex(&mut redis, key, value, 600)
         .await
         .expect("redis set");
-}
-
-/// What `key` holds, as text (the entries' bodies are JSON).
-async fn get(env: &TestEnv, key: &str) -> Option<String> {
-    let mut redis = env.redis().await;
-    let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut redis, key)
-        .await
-        .expect("redis get");
-    value.map(|value| String::from_utf8_lossy(&value).into_owned())
 }
 
 fn body_bytes(response: &lambda_http::Response<lambda_http::Body>) -> &[u8] {
@@ -82,7 +73,7 @@ async fn an_update_voids_the_entry_the_previous_version_stored() {
 
     // Assert: the previous version finds nothing, so it reads the new row.
     assert_eq!(status(&updated), 200);
-    assert_eq!(get(&env, &previous_key(&env, id)).await, None);
+    assert_eq!(env.redis_text(&previous_key(&env, id)).await, None);
 }
 
 #[tokio::test]
@@ -96,7 +87,7 @@ async fn a_delete_voids_the_entry_the_previous_version_stored() {
 
     // Assert
     assert_eq!(status(&deleted), 204);
-    assert_eq!(get(&env, &previous_key(&env, id)).await, None);
+    assert_eq!(env.redis_text(&previous_key(&env, id)).await, None);
 }
 
 #[tokio::test]
@@ -121,7 +112,7 @@ async fn a_change_by_another_writer_voids_the_entry_the_previous_version_stored(
     // Assert
     assert_eq!(consumed.failures, 0, "{consumed:?}");
     assert!(consumed.applied >= 1, "{consumed:?}");
-    assert_eq!(get(&env, &previous_key(&env, id)).await, None);
+    assert_eq!(env.redis_text(&previous_key(&env, id)).await, None);
 }
 
 #[tokio::test]
@@ -151,7 +142,7 @@ async fn a_lease_the_previous_version_took_before_an_update_can_no_longer_fill()
     // Assert
     assert_eq!(status(&updated), 200);
     assert_eq!(filled, 0, "the old row was stored after the update");
-    assert_eq!(get(&env, &key).await, None);
+    assert_eq!(env.redis_text(&key).await, None);
 }
 
 #[tokio::test]
@@ -171,7 +162,7 @@ async fn a_write_of_the_previous_version_in_progress_keeps_its_guard() {
     // Assert: the previous version still fills nothing until that write's
     // own release, after its commit, deletes the key.
     assert_eq!(status(&updated), 200);
-    assert_eq!(get(&env, &key).await.as_deref(), Some(guard));
+    assert_eq!(env.redis_text(&key).await.as_deref(), Some(guard));
 }
 
 /// The key format of the version after this one, whatever it stores.
@@ -199,9 +190,9 @@ async fn an_update_voids_what_the_next_version_stored_and_keeps_its_guards() {
     // Assert: the next version reads the new row; its own write in progress
     // keeps its guard.
     assert_eq!((status(&updated), status(&other)), (200, 200));
-    assert_eq!(get(&env, &next_key(id)).await, None);
+    assert_eq!(env.redis_text(&next_key(id)).await, None);
     assert_eq!(
-        get(&env, &next_key(guarded)).await.as_deref(),
+        env.redis_text(&next_key(guarded)).await.as_deref(),
         Some("wtoken-of-a-next-version-write")
     );
 }

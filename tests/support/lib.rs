@@ -180,6 +180,20 @@ impl TestEnv {
     pub fn cache_key(&self, id: Uuid) -> String {
         self.state.users.cache().key(id)
     }
+
+    /// What Redis holds for user `id`'s key, as text.
+    pub async fn cached(&self, id: Uuid) -> Option<String> {
+        self.redis_text(&self.cache_key(id)).await
+    }
+
+    /// What Redis holds at `key`, as text (entries' bodies are JSON).
+    pub async fn redis_text(&self, key: &str) -> Option<String> {
+        let mut redis = self.redis().await;
+        let value: Option<Vec<u8>> = redis::AsyncCommands::get(&mut redis, key)
+            .await
+            .expect("redis get");
+        value.map(|value| String::from_utf8_lossy(&value).into_owned())
+    }
 }
 
 impl Drop for TestEnv {
