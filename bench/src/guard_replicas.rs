@@ -11,8 +11,9 @@ use crate::measure::{BoxError, Measured, micros};
 use crate::paired::{self, Pair, phase};
 use crate::world::{PRODUCTION, Plan};
 use std::fmt::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use test_support::TestEnv;
+use test_support::replication::replicated;
 use test_support::servers::RedisServer;
 use test_support::tls::TempDir;
 
@@ -36,7 +37,12 @@ pub async fn measure(plan: &Plan, events: &Events) -> Result<Vec<Measured>, BoxE
         "--dir",
         &replica_dir,
     ]);
-    replicated(&primary.url()).await?;
+    let mut connection = redis::Client::open(primary.url())?
+        .get_multiplexed_async_connection()
+        .await?;
+    if !replicated(&mut connection, Duration::from_secs(20)).await? {
+        return Err("the replica did not synchronize within 20 s".into());
+    }
     let url = primary.url();
     let redis = [("REDIS_URL", url.as_str())];
     let envs = [
@@ -57,32 +63,6 @@ pub async fn measure(plan: &Plan, events: &Events) -> Result<Vec<Measured>, BoxE
         before_slice: None,
     };
     paired::measure_writes(pair, &WRITES, plan, events).await
-}
-
-/// Returns once the replica acknowledges a write on the primary at `url`.
-async fn replicated(url: &str) -> Result<(), BoxError> {
-    let mut primary = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let () = redis::cmd("SET")
-            .arg("bench:replication")
-            .arg(1)
-            .query_async(&mut primary)
-            .await?;
-        let acknowledged: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(200)
-            .query_async(&mut primary)
-            .await?;
-        if acknowledged >= 1 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err("the replica did not synchronize within 20 s".into());
-        }
-    }
 }
 
 /// The table: each write with 1 and 0, and what 1 adds.

@@ -64,31 +64,13 @@ impl Replicated {
     }
 
     /// Waits until the replica holds everything written to the primary so
-    /// far: a marker written and `WAIT`ed for, at most `limit`.
+    /// far, at most `limit` ([`replicated`]).
     pub async fn wait_until_replicated(&self, limit: Duration) {
         let mut primary = connect(self.primary.port).await;
-        let deadline = Instant::now() + limit;
-        loop {
-            let () = redis::cmd("SET")
-                .arg("replication-test:marker")
-                .arg(uuid::Uuid::new_v4().to_string())
-                .query_async(&mut primary)
-                .await
-                .expect("marker on the primary");
-            let acknowledged: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(200)
-                .query_async(&mut primary)
-                .await
-                .expect("WAIT on the primary");
-            if acknowledged >= 1 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the replica did not catch up within {limit:?}"
-            );
-        }
+        let caught_up = replicated(&mut primary, limit)
+            .await
+            .expect("marker and WAIT on the primary");
+        assert!(caught_up, "the replica did not catch up within {limit:?}");
     }
 
     /// Cuts the replication link: connections stay open, nothing gets
@@ -169,6 +151,33 @@ impl Replicated {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Whether a replica of `primary` acknowledged everything written to it so
+/// far within `limit`: a marker written and `WAIT`ed for, again until it is.
+pub async fn replicated(
+    primary: &mut MultiplexedConnection,
+    limit: Duration,
+) -> redis::RedisResult<bool> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let () = redis::cmd("SET")
+            .arg("replication-test:marker")
+            .arg(uuid::Uuid::new_v4().to_string())
+            .query_async(primary)
+            .await?;
+        let acknowledged: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(200)
+            .query_async(primary)
+            .await?;
+        if acknowledged >= 1 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
 }
 
 async fn connect(port: u16) -> MultiplexedConnection {
