@@ -9,6 +9,7 @@
 //! the function state built from them.
 
 use crate::servers::spawn_listening;
+use crate::tls::TempDir;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
@@ -28,8 +29,9 @@ pub const DATABASE: &str = "users_api";
 pub struct PostgresServer {
     pub port: u16,
     child: Child,
-    /// Holds the data directory (`data/`), the socket and the server's log.
-    dir: PathBuf,
+    /// Holds the data directory (`data/`), the socket and the server's log;
+    /// removed after the server has stopped ([`Drop`] runs first).
+    dir: TempDir,
     bin: PathBuf,
 }
 
@@ -39,14 +41,13 @@ impl PostgresServer {
     pub fn start() -> Self {
         let bin = newest_bin_dir();
         let owner = postgres_owner();
-        let dir = std::env::temp_dir().join(format!("users-api-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir(&dir).expect("create the server's directory");
+        let dir = TempDir::new("users-api-pg");
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown to postgres");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown to postgres");
         }
-        let initdb = as_owner(Command::new(bin.join("initdb")), owner, &dir)
+        let initdb = as_owner(Command::new(bin.join("initdb")), owner, dir.path())
             .arg("--pgdata")
-            .arg(dir.join("data"))
+            .arg(dir.path().join("data"))
             .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
             .args(["--locale=C", "--no-sync", "--no-instructions"])
             .stdout(Stdio::null())
@@ -57,8 +58,9 @@ impl PostgresServer {
             "initdb: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
-        let (port, child) =
-            spawn_listening("private postgres", |port| spawn(&bin, owner, &dir, port));
+        let (port, child) = spawn_listening("private postgres", |port| {
+            spawn(&bin, owner, dir.path(), port)
+        });
         let server = Self {
             port,
             child,
@@ -96,7 +98,7 @@ impl PostgresServer {
             assert!(
                 Instant::now() < deadline,
                 "private postgres not ready within {limit:?}: {}",
-                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -120,7 +122,6 @@ impl Drop for PostgresServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -155,19 +156,7 @@ fn as_owner(mut command: Command, owner: Option<(u32, u32)>, dir: &Path) -> Comm
 /// `postgres` OS user (uid, gid), which the Debian packages create.
 fn postgres_owner() -> Option<(u32, u32)> {
     let running_as = std::fs::metadata("/proc/self").expect("/proc/self").uid();
-    if running_as != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-    let entry = passwd
-        .lines()
-        .find(|line| line.starts_with("postgres:"))
-        .expect("a postgres OS user (the PostgreSQL packages create it) to run the server as");
-    let fields: Vec<&str> = entry.split(':').collect();
-    Some((
-        fields[2].parse().expect("uid"),
-        fields[3].parse().expect("gid"),
-    ))
+    (running_as == 0).then(crate::tls::postgres_user)
 }
 
 /// The newest `/usr/lib/postgresql/<version>/bin` that holds `initdb`.

@@ -87,7 +87,7 @@ impl TestCa {
 }
 
 /// The uid and gid of the `postgres` OS user, from `/etc/passwd`.
-fn postgres_user() -> (u32, u32) {
+pub(crate) fn postgres_user() -> (u32, u32) {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
     let line = passwd
         .lines()
