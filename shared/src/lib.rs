@@ -46,11 +46,20 @@ pub use config::Config;
 pub use error::ApiError;
 pub use state::AppState;
 
-/// The cache's raw protocol, for tests that drive Redis directly and for the
-/// bench's floors (feature `test-hooks`).
+/// The cache's raw protocol and `find`'s decision, for tests that drive Redis
+/// directly, the bench's floors and the model checker (`model/`), which
+/// takes its finds' decisions through this same code (feature `test-hooks`).
 #[cfg(feature = "test-hooks")]
 pub mod testing {
     pub use crate::cache::protocol::{
-        COMPARE_AND_SET_SCRIPT, GUARD_SCRIPT, RELEASE_SCRIPT, lookup_command,
+        COMPARE_AND_SET_SCRIPT, GUARD_SCRIPT, LEASE, REFRESHING, RELEASE_SCRIPT, Stored, TOKEN_LEN,
+        decode, encode_not_found, encode_refreshing, encode_user, lookup_command,
     };
+    pub use crate::service::decide::{Due, Moment, Policy, Step, next_step};
+
+    /// What a lookup that got `found` hands to [`next_step`], as
+    /// `UserCache::lookup` makes it; a new lease when `found` is `None`.
+    pub fn lookup_of(found: Option<Vec<u8>>) -> crate::cache::Lookup {
+        crate::cache::Lookup::read(found, crate::cache::Lease::new())
+    }
 }

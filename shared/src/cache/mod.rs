@@ -47,6 +47,24 @@ pub enum Lookup {
     Unreadable(Vec<u8>),
 }
 
+impl Lookup {
+    /// What the lookup's reply means: `found`, or, when the key was empty,
+    /// the `lease` the lookup took. Pure, so that the model checker (`model/`)
+    /// reads its model Redis's replies with this same code.
+    pub(crate) fn read(found: Option<Vec<u8>>, lease: Lease) -> Self {
+        let Some(value) = found else {
+            return Self::Leased(lease);
+        };
+        match protocol::decode(value) {
+            Stored::User(cached) => Self::Hit(cached),
+            Stored::NotFound => Self::NotFound,
+            Stored::Filling => Self::Filling,
+            Stored::Writing => Self::Writing,
+            Stored::Unreadable(value) => Self::Unreadable(value),
+        }
+    }
+}
+
 /// What a lease holder stores.
 pub enum Entry<'a> {
     User {
@@ -129,16 +147,7 @@ impl UserCache {
         let lease = Lease::new();
         let lookup = protocol::lookup_command(&self.key(id), &lease.token, millis(self.lease));
         let found: Option<Vec<u8>> = self.redis.query(&lookup).await?;
-        let Some(value) = found else {
-            return Ok(Lookup::Leased(lease));
-        };
-        Ok(match protocol::decode(value) {
-            Stored::User(cached) => Lookup::Hit(cached),
-            Stored::NotFound => Lookup::NotFound,
-            Stored::Filling => Lookup::Filling,
-            Stored::Writing => Lookup::Writing,
-            Stored::Unreadable(value) => Lookup::Unreadable(value),
-        })
+        Ok(Lookup::read(found, lease))
     }
 
     /// Stores `entry`, stamped `now_ms`, if `lease` still holds the key.

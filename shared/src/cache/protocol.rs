@@ -34,13 +34,13 @@ const NEXT_FORMAT_VERSION: &str = "v6";
 /// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
 /// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
-pub(crate) const REFRESHING: u8 = b'r';
+pub const REFRESHING: u8 = b'r';
 /// The length of a token after its tag (`lease.rs`).
-pub(crate) const TOKEN_LEN: usize = 24;
+pub const TOKEN_LEN: usize = 24;
 /// No such user.
 const NEGATIVE: u8 = b'n';
 /// A fill lease: `l{token}`.
-pub(crate) const LEASE: u8 = b'l';
+pub const LEASE: u8 = b'l';
 /// Writes in progress: `w{writer tokens}`.
 const WRITING: u8 = b'w';
 
@@ -141,7 +141,7 @@ pub(crate) fn evalsha(script: &Script, key: &str) -> Cmd {
 
 /// What a key that is not empty holds.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Stored {
+pub enum Stored {
     /// A user, checked to be a user's body.
     User(Cached),
     NotFound,
@@ -185,7 +185,7 @@ impl Cached {
 }
 
 /// Reads a stored value.
-pub(crate) fn decode(value: Vec<u8>) -> Stored {
+pub fn decode(value: Vec<u8>) -> Stored {
     match value.first() {
         Some(&VALUE | &REFRESHING) => match decode_user(&value) {
             Some(parts) if crate::user::is_user_body(&value[parts.body_start..]) => {
@@ -248,7 +248,7 @@ fn decode_user(value: &[u8]) -> Option<UserParts<'_>> {
 
 /// `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`, the
 /// stored form of a user; a user without an owner has length 0.
-pub(crate) fn encode_user(
+pub fn encode_user(
     stored_ms: u64,
     fresh_ms: u64,
     version: i64,
@@ -270,7 +270,7 @@ pub(crate) fn encode_user(
 
 /// `entry` (a user's value without a marker) marked as being refreshed
 /// under `token` until `until_ms`.
-pub(crate) fn encode_refreshing(until_ms: u64, token: &[u8; TOKEN_LEN], entry: &[u8]) -> Vec<u8> {
+pub fn encode_refreshing(until_ms: u64, token: &[u8; TOKEN_LEN], entry: &[u8]) -> Vec<u8> {
     let header = format!("{}{until_ms}:", char::from(REFRESHING));
     let mut value = Vec::with_capacity(header.len() + TOKEN_LEN + entry.len());
     value.extend_from_slice(header.as_bytes());
@@ -280,7 +280,7 @@ pub(crate) fn encode_refreshing(until_ms: u64, token: &[u8; TOKEN_LEN], entry: &
 }
 
 /// The stored form of "no such user".
-pub(crate) fn encode_not_found() -> Vec<u8> {
+pub fn encode_not_found() -> Vec<u8> {
     vec![NEGATIVE]
 }
 

@@ -29,7 +29,7 @@ pub enum EagerRefresh {
 
 impl EagerRefresh {
     /// `CACHE_EAGER_REFRESH_PERCENT`: 0 is off.
-    pub(super) fn from_percent(percent: u8) -> Self {
+    pub fn from_percent(percent: u8) -> Self {
         match percent {
             0 => Self::Off,
             percent => Self::Threshold { percent },
@@ -54,28 +54,28 @@ impl EagerRefresh {
 
 /// The settings the decision depends on.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Policy {
-    pub(super) eager: EagerRefresh,
+pub struct Policy {
+    pub eager: EagerRefresh,
     /// `CACHE_FAIL_SAFE_SECONDS` > 0: entries outlive their freshness, and
     /// one past it is refreshed, or answered stale when Postgres fails. Off,
     /// Redis expires an entry when its freshness ends, so whatever is found
     /// counts as fresh (a filler's clock behind this one's aside).
-    pub(super) fail_safe: bool,
+    pub fail_safe: bool,
 }
 
 /// The moment of a decision: the monotonic clock for waiting, the wall
 /// clock (ms since the epoch) to compare with entries' times, and a random
 /// draw in (0, 1] for XFetch.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Moment {
-    pub(super) now: Instant,
-    pub(super) now_ms: u64,
-    pub(super) draw: f64,
+pub struct Moment {
+    pub now: Instant,
+    pub now_ms: u64,
+    pub draw: f64,
 }
 
 /// Whether a refresh runs while the entry is still fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Due {
+pub enum Due {
     /// Eager: the entry is fresh and answered if the refresh fails.
     Early,
     /// The entry is past its freshness: answered stale if Postgres fails.
@@ -84,7 +84,7 @@ pub(super) enum Due {
 
 /// What `find` does next.
 #[derive(Debug)]
-pub(super) enum Step {
+pub enum Step {
     /// Answer the fresh entry, if the caller may see its owner's user.
     Hit(Cached),
     /// Answer 404 from the negative entry.
@@ -109,7 +109,7 @@ pub(super) enum Step {
 
 /// The decision for one cache answer at `at`, given until when this caller
 /// may wait for another's fill.
-pub(super) fn next_step(
+pub fn next_step(
     lookup: Result<Lookup, CacheError>,
     at: Moment,
     give_up_waiting: Instant,

@@ -19,7 +19,7 @@
 //! success, no later `find` returns the previous value: docs/cache.md.
 
 mod changes;
-mod decide;
+pub(crate) mod decide;
 mod find;
 mod flight;
 mod write;

@@ -1,0 +1,352 @@
+//! The cache protocol of docs/cache.md as a model, checked with stateright:
+//! every interleaving of the steps of a small system (two finds, two writes,
+//! one key), with lost replies, retries, failures, expiry, a consumer that
+//! dies and a failover. The finds decide what to do next with the production
+//! `next_step` (`shared/src/service/decide.rs`), on the production encoding
+//! of what the model's Redis holds; the model's Redis does what the real
+//! scripts do (`tests/it/model_scripts.rs` checks that on the real Redis).
+//!
+//! - [`redis`]: the key, the commands and scripts;
+//! - [`system`]: the state, time, faults, replication;
+//! - [`find`], [`write`]: the finds, the writers and the consumer;
+//! - [`broken`]: the deliberately broken variants;
+//! - [`trace`]: a path as readable steps, and what a replay sends.
+//!
+//! docs/testing.md, "The model checker", says what is modelled and what is
+//! not: what is not modelled is not checked.
+
+pub mod broken;
+pub mod find;
+pub mod redis;
+pub mod system;
+pub mod trace;
+pub mod write;
+
+use broken::Broken;
+use find::Find;
+use redis::{Encoding, Entry, Key, Value, blocks_fills};
+use stateright::{Checker, HasDiscoveries, Model, Property};
+use std::time::{Duration, Instant};
+use system::{
+    Action, FRESH, KEEP, Outcome, Postgres, Redis, Scenario, State, WriteKind, fail_over, may_tick,
+    replicate, tick,
+};
+use trace::{Effect, Log};
+use users_api::service::EagerRefresh;
+use users_api::testing::Policy;
+use write::{Consumer, Writer};
+
+/// The systems the check explores, each exhaustively.
+pub fn scenarios() -> Vec<Scenario> {
+    let base = Scenario {
+        name: "api",
+        finds: 2,
+        writes: vec![WriteKind::Update, WriteKind::Delete],
+        replica: false,
+        consumer: false,
+        faults: 1,
+        busy_ticks: 3,
+    };
+    vec![
+        base.clone(),
+        Scenario {
+            name: "outside",
+            writes: vec![WriteKind::SqlUpdate, WriteKind::SqlDelete],
+            consumer: true,
+            ..base.clone()
+        },
+        Scenario {
+            name: "outside-insert",
+            writes: vec![WriteKind::Delete, WriteKind::SqlInsert],
+            consumer: true,
+            ..base.clone()
+        },
+        // The failover and the replica's lag are this one's faults.
+        Scenario {
+            name: "failover",
+            replica: true,
+            faults: 0,
+            ..base
+        },
+    ]
+}
+
+/// The model of one scenario, as the protocol is or with one step broken.
+pub struct Protocol {
+    pub scenario: Scenario,
+    pub broken: Option<Broken>,
+    /// The monotonic clock at tick 0, for the decision's `Instant`s.
+    base: tokio::time::Instant,
+    policy: Policy,
+    pub encoding: Encoding,
+}
+
+/// The properties, by name.
+pub const NO_STALE_READ: &str = "no find answers older than a write acknowledged before it started";
+pub const NO_OLDER_THAN_READ: &str = "no find answers older than what it read from Postgres";
+pub const KEY_FREES: &str = "once all is done and time has passed, no lease or guard is left";
+pub const FILLS_AFTER_WRITE: &str = "a find answers a version written during the run";
+
+impl Protocol {
+    pub fn new(scenario: Scenario, broken: Option<Broken>) -> Self {
+        Self {
+            scenario,
+            broken,
+            base: tokio::time::Instant::now(),
+            // Eager refresh in the last half of an entry's freshness (one
+            // tick of two), fail-safe on: every kind of decision is reachable.
+            policy: Policy {
+                eager: EagerRefresh::Threshold { percent: 50 },
+                fail_safe: true,
+            },
+            encoding: Encoding { fresh: FRESH },
+        }
+    }
+
+    /// Takes `action` from `state`, writing what it did to `log`.
+    pub fn step(&self, state: &mut State, action: &Action, log: &mut Log) {
+        let outcome = match action {
+            Action::Find(_, outcome) | Action::Write(_, outcome) | Action::Consume(outcome) => {
+                *outcome
+            }
+            _ => Outcome::Ok,
+        };
+        if outcome.is_fault() {
+            state.faults -= 1;
+        }
+        match action {
+            Action::Find(index, outcome) => self.find_step(state, *index, *outcome, log),
+            Action::Join(index, leader) => {
+                let find = &mut state.finds[usize::from(*index)];
+                find.started = state.now;
+                find.phase = find::Phase::Joined(*leader);
+                let required = state.required(&self.scenario);
+                state.finds[usize::from(*index)].required = required;
+                log.push(|| Effect::Joined {
+                    who: trace::Who::Find(*index),
+                    leader: trace::Who::Find(*leader),
+                });
+            }
+            Action::Write(index, outcome) => self.write_step(state, *index, *outcome, log),
+            Action::Consume(outcome) => self.consume_step(state, *outcome, log),
+            Action::ConsumerCrash => {
+                state.faults -= 1;
+                self.crash(state, log);
+            }
+            Action::Replicate => replicate(state),
+            Action::Failover => fail_over(state),
+            Action::Tick => tick(state),
+        }
+    }
+
+    /// Checks every state reachable from every initial one, breadth-first
+    /// (so a counterexample is a shortest one).
+    pub fn check(self) -> Report {
+        let started = Instant::now();
+        // Stops at the first violation: breadth-first on one thread, it is
+        // a shortest path to one.
+        let checker = self
+            .checker()
+            .finish_when(HasDiscoveries::AnyFailures)
+            .spawn_bfs()
+            .join();
+        let duration = started.elapsed();
+        let discoveries = checker.discoveries();
+        let mut violation = None;
+        let mut examples_missing = Vec::new();
+        for property in checker.model().properties() {
+            let found = discoveries.get(property.name).cloned();
+            match (property.name, found) {
+                (FILLS_AFTER_WRITE, None) => examples_missing.push(property.name),
+                (FILLS_AFTER_WRITE, Some(_)) => {}
+                (name, Some(path)) if violation.is_none() => {
+                    let states = path.clone().into_states();
+                    let actions = path.into_actions();
+                    violation = Some(Counterexample {
+                        property: name,
+                        initial: states[0].clone(),
+                        actions,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Report {
+            scenario: checker.model().scenario.name,
+            states: checker.unique_state_count(),
+            max_depth: checker.max_depth(),
+            duration,
+            violation,
+            examples_missing,
+        }
+    }
+
+    /// `actions` taken one by one from `initial`: each with what it did and
+    /// the state after it.
+    pub fn replay(&self, initial: &State, actions: &[Action]) -> Vec<(Action, Vec<Effect>, State)> {
+        let mut state = initial.clone();
+        actions
+            .iter()
+            .map(|action| {
+                let mut log = Log::on();
+                self.step(&mut state, action, &mut log);
+                (action.clone(), log.into_effects(), state.clone())
+            })
+            .collect()
+    }
+}
+
+/// What a check found.
+pub struct Report {
+    pub scenario: &'static str,
+    pub states: usize,
+    pub max_depth: usize,
+    pub duration: Duration,
+    pub violation: Option<Counterexample>,
+    /// `sometimes` properties with no example: the check did not reach what
+    /// it should have.
+    pub examples_missing: Vec<&'static str>,
+}
+
+/// A path to a state that breaks a property.
+pub struct Counterexample {
+    pub property: &'static str,
+    pub initial: State,
+    pub actions: Vec<Action>,
+}
+
+impl Model for Protocol {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let entry = Value::Entry(Entry {
+            version: 1,
+            stored: 0,
+            refreshing: None,
+        });
+        [None, Some(entry), Some(Value::Unreadable)]
+            .into_iter()
+            .map(|value| {
+                let key = value.map(|value| Key {
+                    value,
+                    expires: FRESH + KEEP,
+                });
+                State {
+                    now: 0,
+                    redis: Redis { log: vec![key] },
+                    postgres: Postgres {
+                        exists: true,
+                        version: 1,
+                        records: Vec::new(),
+                    },
+                    finds: (0..self.scenario.finds).map(|_| Find::default()).collect(),
+                    writers: self
+                        .scenario
+                        .writes
+                        .iter()
+                        .map(|kind| Writer::new(*kind))
+                        .collect(),
+                    consumer: Consumer::default(),
+                    acknowledged: 0,
+                    outside: Vec::new(),
+                    faults: self.scenario.faults,
+                    failovers: u8::from(self.scenario.replica),
+                }
+            })
+            .collect()
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        let allowed = |outcome: &Outcome| !outcome.is_fault() || state.faults > 0;
+        for (index, find) in state.finds.iter().enumerate() {
+            let index = index as u8;
+            match find.phase {
+                find::Phase::Done => {}
+                find::Phase::Joined(leader) if !state.finds[usize::from(leader)].done() => {}
+                _ => actions.extend(
+                    find.outcomes()
+                        .iter()
+                        .filter(|outcome| allowed(outcome))
+                        .map(|outcome| Action::Find(index, *outcome)),
+                ),
+            }
+            if self.broken == Some(Broken::JoinRunningFlight) && find.phase == find::Phase::Idle {
+                for (leader, other) in state.finds.iter().enumerate() {
+                    if other.running() {
+                        actions.push(Action::Join(index, leader as u8));
+                    }
+                }
+            }
+        }
+        for (index, writer) in state.writers.iter().enumerate() {
+            actions.extend(
+                writer
+                    .outcomes()
+                    .into_iter()
+                    .filter(allowed)
+                    .map(|outcome| Action::Write(index as u8, outcome)),
+            );
+        }
+        if self.scenario.consumer {
+            let records = state.postgres.records.len();
+            actions.extend(
+                state
+                    .consumer
+                    .outcomes(records)
+                    .into_iter()
+                    .filter(allowed)
+                    .map(Action::Consume),
+            );
+            if state.consumer.busy() && state.faults > 0 {
+                actions.push(Action::ConsumerCrash);
+            }
+        }
+        if self.scenario.replica {
+            if state.redis.log.len() > 1 {
+                actions.push(Action::Replicate);
+            }
+            if state.failovers > 0 {
+                actions.push(Action::Failover);
+            }
+        }
+        if may_tick(state, &self.scenario) {
+            actions.push(Action::Tick);
+        }
+    }
+
+    fn next_state(&self, state: &State, action: Action) -> Option<State> {
+        let mut next = state.clone();
+        self.step(&mut next, &action, &mut Log::off());
+        Some(next)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always(NO_STALE_READ, |_, state: &State| {
+                state.finds.iter().all(|find| {
+                    find.answer
+                        .and_then(find::Answer::version)
+                        .is_none_or(|version| version >= find.required)
+                })
+            }),
+            Property::always(NO_OLDER_THAN_READ, |_, state: &State| {
+                state.finds.iter().all(|find| {
+                    find.answer
+                        .and_then(find::Answer::version)
+                        .is_none_or(|version| version >= find.read)
+                })
+            }),
+            Property::eventually(KEY_FREES, |_, state: &State| {
+                !blocks_fills(state.redis.primary())
+            }),
+            Property::sometimes(FILLS_AFTER_WRITE, |_, state: &State| {
+                state.finds.iter().any(|find| {
+                    find.answer
+                        .and_then(find::Answer::version)
+                        .is_some_and(|version| version >= 2)
+                })
+            }),
+        ]
+    }
+}
