@@ -262,3 +262,45 @@ pub fn user_body(version: u8) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+impl Encoding {
+    /// The model value of the real bytes `value` (a negative entry's ghost
+    /// is 0): the reverse of [`Encoding::encode`], through the production
+    /// decoder.
+    pub fn decode(&self, value: Vec<u8>) -> Value {
+        let token_at = |bytes: &[u8]| {
+            let digits = std::str::from_utf8(&bytes[testing::TOKEN_LEN - 3..testing::TOKEN_LEN]);
+            digits.ok().and_then(|digits| digits.parse::<u8>().ok())
+        };
+        let tick = |ms: u64| u8::try_from((ms - EPOCH_MS) / TICK_MS).expect("a model tick");
+        match value.first() {
+            Some(b'l') if value.len() == 1 + testing::TOKEN_LEN => {
+                Value::Lease(token_at(&value[1..]).expect("a model token"))
+            }
+            Some(b'w') => Value::Guard(
+                value[1..]
+                    .chunks(testing::TOKEN_LEN)
+                    .map(|token| token_at(token).expect("a model token") - WRITER_TOKENS)
+                    .fold(0, |writers, writer| writers | 1 << writer),
+            ),
+            _ => match testing::decode(value.clone()) {
+                testing::Stored::User(cached) => {
+                    let refreshing = cached.refreshing_until_ms.map(|until| {
+                        let colon = value.iter().position(|&byte| byte == b':').expect("marker");
+                        (
+                            tick(until),
+                            token_at(&value[colon + 1..]).expect("a model token"),
+                        )
+                    });
+                    Value::Entry(Entry {
+                        version: u8::try_from(cached.version).expect("a model version"),
+                        stored: tick(cached.stored_ms),
+                        refreshing,
+                    })
+                }
+                testing::Stored::NotFound => Value::Negative { read_at: 0 },
+                _ => Value::Unreadable,
+            },
+        }
+    }
+}

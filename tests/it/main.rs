@@ -16,6 +16,7 @@ mod fail_safe;
 mod faults;
 mod idempotency;
 mod key_formats;
+mod model;
 mod postgres_failover;
 mod production;
 mod redis_failover;
