@@ -337,8 +337,10 @@ impl Model for Protocol {
                         .is_none_or(|version| version >= find.read)
                 })
             }),
+            // Every path ends with everything done and the key free: a
+            // lease or guard left behind expires.
             Property::eventually(KEY_FREES, |_, state: &State| {
-                !blocks_fills(state.redis.primary())
+                !state.busy() && !blocks_fills(state.redis.primary())
             }),
             Property::sometimes(FILLS_AFTER_WRITE, |_, state: &State| {
                 state.finds.iter().any(|find| {
