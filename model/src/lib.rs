@@ -352,3 +352,37 @@ impl Model for Protocol {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_that_does_not_wait_for_its_guard_on_the_replica_is_caught() {
+        // Arrange
+        let failover = scenarios().into_iter().find(|s| s.name == "failover");
+        let protocol = Protocol::new(
+            failover.expect("scenario"),
+            Some(Broken::GuardNotReplicated),
+        );
+
+        // Act
+        let report = protocol.check();
+
+        // Assert: the write is acknowledged, the failover loses its guard
+        // and release, and a find hits the entry they replaced.
+        let counterexample = report.violation.expect("a counterexample");
+        assert_eq!(counterexample.property, NO_STALE_READ);
+        assert!(counterexample.actions.contains(&Action::Failover));
+    }
+
+    #[test]
+    fn every_broken_variant_is_named_and_has_a_scenario() {
+        let names: Vec<&str> = scenarios().iter().map(|s| s.name).collect();
+        for broken in Broken::ALL {
+            assert_eq!(Broken::parse(broken.name()), Some(broken));
+            assert!(names.contains(&broken.scenario()), "{}", broken.name());
+        }
+        assert_eq!(Broken::parse("unknown"), None);
+    }
+}
