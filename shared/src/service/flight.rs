@@ -211,6 +211,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+#[cfg(all(test, shuttle))]
+mod shuttle_tests;
+
 #[cfg(all(test, not(shuttle)))]
 mod tests {
     use super::*;
