@@ -18,9 +18,21 @@ use crate::hooks::Counter;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+// The points where flights interleave: the map's lock, the id counter and the
+// result channel. Under the model check (`--cfg shuttle`, docs/testing.md)
+// they are shuttle's, whose scheduler then picks the order at each of them;
+// the code below is the same either way.
+#[cfg(not(shuttle))]
+use std::sync::{Mutex, MutexGuard, atomic::AtomicU64};
+#[cfg(not(shuttle))]
 use tokio::sync::watch;
+
+#[cfg(shuttle)]
+use shuttle::sync::{Mutex, MutexGuard, atomic::AtomicU64};
+#[cfg(shuttle)]
+use shuttle_tokio::sync::watch;
 
 /// How a caller took part in its flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,13 +205,16 @@ impl<K: Eq + Hash, T> Drop for Lead<'_, K, T> {
 }
 
 /// A poisoned lock only means a panic elsewhere; the map is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-#[cfg(test)]
+#[cfg(all(test, shuttle))]
+mod shuttle_tests;
+
+#[cfg(all(test, not(shuttle)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
