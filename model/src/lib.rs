@@ -4,82 +4,43 @@
 //! dies and a failover. The finds decide what to do next with the production
 //! `next_step` (`shared/src/service/decide.rs`), on the production encoding
 //! of what the model's Redis holds; the model's Redis does what the real
-//! scripts do (`tests/it/model_scripts.rs` checks that on the real Redis).
+//! scripts do (`tests/it/model/scripts.rs` checks that on the real Redis).
 //!
-//! - [`redis`]: the key, the commands and scripts;
-//! - [`system`]: the state, time, faults, replication;
-//! - [`find`], [`write`]: the finds, the writers and the consumer;
-//! - [`broken`]: the deliberately broken variants;
-//! - [`trace`]: a path as readable steps, and what a replay sends.
+//! From the bottom up:
+//! - [`redis`], [`scenario`]: the key, the commands and scripts; the
+//!   scenarios, their durations and faults;
+//! - [`find`], [`write`]: the finds', writers' and consumer's state;
+//! - [`trace`]: what a step did, in words, and what a replay sends;
+//! - [`system`]: the whole state, time, replication and failover;
+//! - [`protocol`]: how each step changes the state;
+//! - here: the checker's view (initial states, steps, properties) and
+//!   [`Protocol::check`];
+//! - [`broken`]: the deliberately broken variants.
 //!
 //! docs/testing.md, "The model checker", says what is modelled and what is
 //! not: what is not modelled is not checked.
 
 pub mod broken;
 pub mod find;
+pub mod protocol;
 pub mod redis;
+pub mod scenario;
 pub mod system;
 pub mod trace;
 pub mod write;
 
+pub use protocol::Protocol;
+pub use scenario::scenarios;
+
 use broken::Broken;
 use find::Find;
-use redis::{Encoding, Entry, Key, Value, blocks_fills};
+use redis::{Entry, Key, Value, blocks_fills};
+use scenario::{FRESH, KEEP, Outcome};
 use stateright::{Checker, HasDiscoveries, Model, Property};
 use std::time::{Duration, Instant};
-use system::{
-    Action, FRESH, KEEP, Outcome, Postgres, Redis, Scenario, State, WriteKind, fail_over, may_tick,
-    replicate, tick,
-};
-use trace::{Effect, Log};
-use users_api::service::EagerRefresh;
-use users_api::testing::Policy;
+use system::{Action, Postgres, Redis, State, may_tick};
+use trace::Log;
 use write::{Consumer, Writer};
-
-/// The systems the check explores, each exhaustively.
-pub fn scenarios() -> Vec<Scenario> {
-    let base = Scenario {
-        name: "api",
-        finds: 2,
-        writes: vec![WriteKind::Update, WriteKind::Delete],
-        replica: false,
-        consumer: false,
-        faults: 1,
-        busy_ticks: 3,
-    };
-    vec![
-        base.clone(),
-        Scenario {
-            name: "outside",
-            writes: vec![WriteKind::SqlUpdate, WriteKind::SqlDelete],
-            consumer: true,
-            ..base.clone()
-        },
-        Scenario {
-            name: "outside-insert",
-            writes: vec![WriteKind::Delete, WriteKind::SqlInsert],
-            consumer: true,
-            ..base.clone()
-        },
-        // The failover and the replica's lag are this one's faults.
-        Scenario {
-            name: "failover",
-            replica: true,
-            faults: 0,
-            ..base
-        },
-    ]
-}
-
-/// The model of one scenario, as the protocol is or with one step broken.
-pub struct Protocol {
-    pub scenario: Scenario,
-    pub broken: Option<Broken>,
-    /// The monotonic clock at tick 0, for the decision's `Instant`s.
-    base: tokio::time::Instant,
-    policy: Policy,
-    pub encoding: Encoding,
-}
 
 /// The properties, by name.
 pub const NO_STALE_READ: &str = "no find answers older than a write acknowledged before it started";
@@ -88,57 +49,6 @@ pub const KEY_FREES: &str = "once all is done and time has passed, no lease or g
 pub const FILLS_AFTER_WRITE: &str = "a find answers a version written during the run";
 
 impl Protocol {
-    pub fn new(scenario: Scenario, broken: Option<Broken>) -> Self {
-        Self {
-            scenario,
-            broken,
-            base: tokio::time::Instant::now(),
-            // Eager refresh in the last half of an entry's freshness (one
-            // tick of two), fail-safe on: every kind of decision is reachable.
-            policy: Policy {
-                eager: EagerRefresh::Threshold { percent: 50 },
-                fail_safe: true,
-            },
-            encoding: Encoding { fresh: FRESH },
-        }
-    }
-
-    /// Takes `action` from `state`, writing what it did to `log`.
-    pub fn step(&self, state: &mut State, action: &Action, log: &mut Log) {
-        let outcome = match action {
-            Action::Find(_, outcome) | Action::Write(_, outcome) | Action::Consume(outcome) => {
-                *outcome
-            }
-            _ => Outcome::Ok,
-        };
-        if outcome.is_fault() {
-            state.faults -= 1;
-        }
-        match action {
-            Action::Find(index, outcome) => self.find_step(state, *index, *outcome, log),
-            Action::Join(index, leader) => {
-                let find = &mut state.finds[usize::from(*index)];
-                find.started = state.now;
-                find.phase = find::Phase::Joined(*leader);
-                let required = state.required(&self.scenario);
-                state.finds[usize::from(*index)].required = required;
-                log.push(|| Effect::Joined {
-                    who: trace::Who::Find(*index),
-                    leader: trace::Who::Find(*leader),
-                });
-            }
-            Action::Write(index, outcome) => self.write_step(state, *index, *outcome, log),
-            Action::Consume(outcome) => self.consume_step(state, *outcome, log),
-            Action::ConsumerCrash => {
-                state.faults -= 1;
-                self.crash(state, log);
-            }
-            Action::Replicate => replicate(state),
-            Action::Failover => fail_over(state),
-            Action::Tick => tick(state),
-        }
-    }
-
     /// Checks every state reachable from every initial one, breadth-first
     /// (so a counterexample is a shortest one).
     pub fn check(self) -> Report {
@@ -179,20 +89,6 @@ impl Protocol {
             violation,
             examples_missing,
         }
-    }
-
-    /// `actions` taken one by one from `initial`: each with what it did and
-    /// the state after it.
-    pub fn replay(&self, initial: &State, actions: &[Action]) -> Vec<(Action, Vec<Effect>, State)> {
-        let mut state = initial.clone();
-        actions
-            .iter()
-            .map(|action| {
-                let mut log = Log::on();
-                self.step(&mut state, action, &mut log);
-                (action.clone(), log.into_effects(), state.clone())
-            })
-            .collect()
     }
 }
 

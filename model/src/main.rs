@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 use users_api_model::broken::Broken;
-use users_api_model::system::key_text;
+use users_api_model::redis::key_text;
 use users_api_model::{Protocol, Report, scenarios};
 
 fn main() -> ExitCode {

@@ -304,3 +304,36 @@ impl Encoding {
         }
     }
 }
+
+/// The key as the trace shows it.
+pub fn key_text(key: &Option<Key>) -> String {
+    match key {
+        None => "empty".into(),
+        Some(Key { value, expires }) => format!("{} until t{expires}", value_text(value)),
+    }
+}
+
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::Entry(entry) => {
+            let marked = entry
+                .refreshing
+                .map(|(until, token)| format!(" being refreshed by lease {token} until t{until}"))
+                .unwrap_or_default();
+            format!(
+                "entry v{} filled at t{}{marked}",
+                entry.version, entry.stored
+            )
+        }
+        Value::Negative { read_at } => format!("not-found entry (read at v{read_at})"),
+        Value::Lease(token) => format!("fill lease {token}"),
+        Value::Guard(writers) => {
+            let names: Vec<String> = (0..8)
+                .filter(|writer| writers & 1 << writer != 0)
+                .map(|writer| format!("write {}", writer + 1))
+                .collect();
+            format!("guard of {}", names.join(" and "))
+        }
+        Value::Unreadable => "an unreadable value".into(),
+    }
+}

@@ -1,57 +1,12 @@
-//! The system the checker explores: its state, the steps each part can take
-//! next, and time and faults. The finds' steps are `find.rs`, the writers'
-//! and the consumer's `write.rs`; the properties are `lib.rs`'s.
+//! The system the checker explores: its whole state, the steps it can take
+//! ([`Action`]), and the steps of no part: time, replication and failover.
+//! The parts' steps are `protocol/`'s; the properties are `lib.rs`'s.
 
-use crate::redis::{Key, Op, Reply, Value, apply};
+use crate::find::Find;
+use crate::redis::{Key, Op, Reply, apply};
+use crate::scenario::{D, FRESH, GUARD, KEEP, Outcome, Scenario};
 use crate::trace::{Effect, Log, Who};
-
-/// How long things last, in ticks (docs/testing.md says why these sizes
-/// keep every ordering of expiries).
-pub const LEASE: u8 = 1;
-pub const GUARD: u8 = 3;
-pub const FRESH: u8 = 2;
-/// Fail-safe: how long an entry is kept past its freshness.
-pub const KEEP: u8 = 1;
-pub const NEGATIVE: u8 = 2;
-pub const FILL_WAIT: u8 = 1;
-/// How long a change record may wait for the consumer (the bound D).
-pub const D: u8 = 1;
-
-/// What a system of the check holds: its writers, whether there is a
-/// replica, whether the consumer of change records runs.
-#[derive(Clone, Debug)]
-pub struct Scenario {
-    pub name: &'static str,
-    pub finds: usize,
-    pub writes: Vec<WriteKind>,
-    /// A replica, one failover, and guards that wait for the replica
-    /// (`CACHE_GUARD_REPLICAS=1`).
-    pub replica: bool,
-    /// Change records and their consumer (every write to `users` leaves one).
-    pub consumer: bool,
-    /// How many faults one run may have (lost replies, failures, a crash).
-    pub faults: u8,
-    /// Ticks while anything is running.
-    pub busy_ticks: u8,
-}
-
-/// A write to the one user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WriteKind {
-    /// Through the API: guard, statement, release.
-    Update,
-    Delete,
-    /// Straight to Postgres (SQL), recorded for the consumer.
-    SqlUpdate,
-    SqlDelete,
-    SqlInsert,
-}
-
-impl WriteKind {
-    pub fn through_api(self) -> bool {
-        matches!(self, Self::Update | Self::Delete)
-    }
-}
+use crate::write::{Consumer, Writer};
 
 /// Postgres: the one row (a version that every commit raises, a delete
 /// included) and the change records not yet applied.
@@ -90,32 +45,6 @@ impl Redis {
     }
 }
 
-/// How a step of a part went: the faults are the ones its next command can
-/// meet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Ok,
-    /// Redis did not get the command (down, refused): an error.
-    RedisDown,
-    /// Redis applied it, the reply was lost and the retry failed: an error.
-    RedisLost,
-    /// Redis applied it, the reply was lost, and the one retry (`Redis::call`)
-    /// ran it again: the caller gets the retry's reply.
-    RedisRetried,
-    /// Postgres did not answer: nothing happened.
-    PostgresDown,
-    /// The commit happened, its reply was lost: the caller sees an error.
-    PostgresLost,
-    /// `WAIT` ended short of the replica.
-    Short,
-}
-
-impl Outcome {
-    pub fn is_fault(self) -> bool {
-        !matches!(self, Self::Ok | Self::Short)
-    }
-}
-
 /// A step of the system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -139,9 +68,9 @@ pub struct State {
     pub now: u8,
     pub redis: Redis,
     pub postgres: Postgres,
-    pub finds: Vec<crate::find::Find>,
-    pub writers: Vec<crate::write::Writer>,
-    pub consumer: crate::write::Consumer,
+    pub finds: Vec<Find>,
+    pub writers: Vec<Writer>,
+    pub consumer: Consumer,
     /// The newest version an API write acknowledged.
     pub acknowledged: u8,
     /// Changes made outside the API: the version each committed, and when.
@@ -265,37 +194,4 @@ pub fn may_tick(state: &State, scenario: &Scenario) -> bool {
                 .records
                 .iter()
                 .all(|(_, at)| state.now < at + D))
-}
-
-/// The key as the trace shows it.
-pub fn key_text(key: &Option<Key>) -> String {
-    match key {
-        None => "empty".into(),
-        Some(Key { value, expires }) => format!("{} until t{expires}", value_text(value)),
-    }
-}
-
-pub fn value_text(value: &Value) -> String {
-    match value {
-        Value::Entry(entry) => {
-            let marked = entry
-                .refreshing
-                .map(|(until, token)| format!(" being refreshed by lease {token} until t{until}"))
-                .unwrap_or_default();
-            format!(
-                "entry v{} filled at t{}{marked}",
-                entry.version, entry.stored
-            )
-        }
-        Value::Negative { read_at } => format!("not-found entry (read at v{read_at})"),
-        Value::Lease(token) => format!("fill lease {token}"),
-        Value::Guard(writers) => {
-            let names: Vec<String> = (0..8)
-                .filter(|writer| writers & 1 << writer != 0)
-                .map(|writer| format!("write {}", writer + 1))
-                .collect();
-            format!("guard of {}", names.join(" and "))
-        }
-        Value::Unreadable => "an unreadable value".into(),
-    }
 }

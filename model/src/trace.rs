@@ -2,8 +2,8 @@
 //! commands a replay sends to the real services (`tests/it/model_replay.rs`).
 
 use crate::find::{Answer, Row};
-use crate::redis::{Op, Reply, Ttl};
-use crate::system::{WriteKind, value_text};
+use crate::redis::{Op, Reply, Ttl, value_text};
+use crate::scenario::WriteKind;
 use std::fmt;
 
 /// Who took a step.

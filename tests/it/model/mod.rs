@@ -29,7 +29,7 @@ impl RealKey {
                 .expect("redis"),
             key,
             encoding: Encoding {
-                fresh: users_api_model::system::FRESH,
+                fresh: users_api_model::scenario::FRESH,
             },
             tick,
         }
