@@ -7,8 +7,9 @@
 //! scripts do (`tests/it/model/scripts.rs` checks that on the real Redis).
 //!
 //! From the bottom up:
-//! - [`redis`], [`scenario`]: the key, the commands and scripts; the
-//!   scenarios, their durations and faults;
+//! - [`redis`], [`encoding`], [`scenario`]: the key, the commands and
+//!   scripts, the values as the real Redis holds them; the scenarios, their
+//!   durations and faults;
 //! - [`find`], [`write`]: the finds', writers' and consumer's state;
 //! - [`trace`]: what a step did, in words, and what a replay sends;
 //! - [`system`]: the whole state, time, replication and failover;
@@ -21,6 +22,7 @@
 //! not: what is not modelled is not checked.
 
 pub mod broken;
+pub mod encoding;
 pub mod find;
 pub mod protocol;
 pub mod redis;

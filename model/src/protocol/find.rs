@@ -241,8 +241,8 @@ impl Protocol {
     /// Model tick `tick` as the decision's moment.
     fn moment(&self, tick: u8) -> Moment {
         Moment {
-            now: self.base + Duration::from_millis(u64::from(tick) * crate::redis::TICK_MS),
-            now_ms: crate::redis::ms(tick),
+            now: self.base + Duration::from_millis(u64::from(tick) * crate::encoding::TICK_MS),
+            now_ms: crate::encoding::ms(tick),
             draw: 0.5,
         }
     }

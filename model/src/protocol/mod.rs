@@ -6,7 +6,7 @@ mod find;
 mod write;
 
 use crate::broken::Broken;
-use crate::redis::Encoding;
+use crate::encoding::Encoding;
 use crate::scenario::{FRESH, Outcome, Scenario};
 use crate::system::{Action, State, fail_over, replicate, tick};
 use crate::trace::{self, Effect, Log};

@@ -8,7 +8,8 @@ mod scripts;
 
 use std::time::Duration;
 use users_api::testing;
-use users_api_model::redis::{Encoding, Key, Op, Reply, Ttl, Value, WRITER_TOKENS, token_bytes};
+use users_api_model::encoding::{Encoding, WRITER_TOKENS, token_bytes};
+use users_api_model::redis::{Key, Op, Reply, Ttl, Value};
 
 /// A model value on the real Redis, at one key.
 struct RealKey {
