@@ -84,7 +84,7 @@ pub fn scenarios() -> Vec<Scenario> {
         writes: vec![WriteKind::Update, WriteKind::Delete],
         replica: false,
         consumer: false,
-        faults: 1,
+        faults: 2,
         busy_ticks: 3,
     };
     vec![
