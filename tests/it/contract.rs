@@ -258,12 +258,27 @@ fn the_template_deploys_the_document_and_routes_each_operation_to_its_function()
     assert_eq!(api_functions, routed, "the template's functions of the API");
 }
 
+/// The files under `folder`, in its subfolders too (`tests/it/model/`).
+fn rust_sources(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .flat_map(|path| {
+            if path.is_dir() {
+                rust_sources(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn every_event_fixture_is_sent_by_a_test() {
     // Arrange
-    let sources: String = std::fs::read_dir(repository_file("tests/it"))
-        .unwrap()
-        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+    let sources: String = rust_sources(&repository_file("tests/it"))
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap())
         .collect();
     let fixtures = std::fs::read_dir(test_support::events_dir()).unwrap();
 
