@@ -1,0 +1,267 @@
+//! The auditor (docs/cache.md, "Auditor"), run through the real
+//! `invalidate-cache` handler beside its consumer, against real Postgres and
+//! Redis: an entry made inconsistent on purpose is found and repaired, a
+//! consistent cache under finds and writes reports nothing, a write in
+//! flight is no finding, and a Postgres rolled back under the cache is one.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::functions::{find, invalidate, update};
+use test_support::*;
+use users_api::AppState;
+use users_api::hooks::{PausePoint, Point};
+use users_api::service::Audited;
+use uuid::Uuid;
+
+/// The scheduled event the consumer and the auditor are started with.
+const SCHEDULE: &str = "invalidate-cache.schedule";
+
+/// Samples a second: every user of these small tests in every batch.
+const AUDIT: (&str, &str) = ("CACHE_AUDIT_PER_SECOND", "20");
+
+/// A run of `invalidate-cache` of `run_for` (a few audit periods of 1 s);
+/// what its auditor did.
+async fn audit_for(env: &TestEnv, run_for: Duration) -> Audited {
+    invalidate(&env.instance(&[]).await, SCHEDULE, run_for)
+        .await
+        .audit
+}
+
+/// A find of `id`: its status, version (ETag) and name when found.
+async fn found(state: &AppState, id: Uuid) -> (u16, Option<i64>, Option<String>) {
+    let response = find(state, request_for("find-user.v2", id)).await;
+    let version = header(&response, "etag").and_then(|etag| etag.trim_matches('"').parse().ok());
+    let name = (status(&response) == 200)
+        .then(|| json_body(&response)["name"].as_str().map(str::to_owned))
+        .flatten();
+    (status(&response), version, name)
+}
+
+/// Renames `id` through the real `update-user` handler.
+async fn rename(state: &AppState, id: Uuid, name: &str) -> u16 {
+    let body = json!({"email": format!("{id}@example.com"), "name": name});
+    status(&update(state, with_body("update-user.v2", id, &body)).await)
+}
+
+/// The raw value of user `id`'s key.
+async fn raw(env: &TestEnv, id: Uuid) -> Option<Vec<u8>> {
+    let mut redis = env.redis().await;
+    redis::AsyncCommands::get(&mut redis, env.cache_key(id))
+        .await
+        .expect("redis get")
+}
+
+/// Writes `value` into user `id`'s key, as a lost invalidation or a bug would
+/// have left it.
+async fn put_raw(env: &TestEnv, id: Uuid, value: &[u8]) {
+    let mut redis = env.redis().await;
+    let _: () = redis::cmd("SET")
+        .arg(env.cache_key(id))
+        .arg(value)
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut redis)
+        .await
+        .expect("redis set");
+}
+
+/// Deletes the change records the arrangement left (its writes through the
+/// API, which voided their own keys), as a consumer before this one would
+/// have.
+async fn applied_before(env: &TestEnv) {
+    let sql = format!("DELETE FROM {}.user_changes", env.schema);
+    env.pg().execute(&sql, &[]).await.expect("clear records");
+}
+
+/// Runs `sql` in one transaction with the deletion of `id`'s change
+/// records: a change that left no record, as a restore from a snapshot is.
+async fn without_record(env: &TestEnv, id: Uuid, sql: &str) {
+    let schema = &env.schema;
+    let sql = sql.replace("users", &format!("{schema}.users"));
+    let transaction =
+        format!("BEGIN; {sql}; DELETE FROM {schema}.user_changes WHERE user_id = '{id}'; COMMIT;");
+    env.pg()
+        .batch_execute(&transaction)
+        .await
+        .expect("SQL writer");
+}
+
+#[tokio::test]
+async fn an_entry_a_lost_invalidation_left_behind_is_found_and_repaired_and_the_next_find_answers_the_current_row()
+ {
+    // Arrange: the entry of version 1, written back over the key after an
+    // update to version 2 had voided it.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "lost@example.com", "Before").await;
+    assert_eq!(found(&env.state, id).await.1, Some(1));
+    let old = raw(&env, id).await.expect("the entry of version 1");
+    assert_eq!(rename(&env.state, id, "After").await, 200);
+    applied_before(&env).await;
+    put_raw(&env, id, &old).await;
+    assert_eq!(
+        found(&env.state, id).await.1,
+        Some(1),
+        "the stale entry answers"
+    );
+
+    // Act: three audit periods.
+    let audited = audit_for(&env, Duration::from_secs(3)).await;
+
+    // Assert
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (1, 1),
+        "{audited:?}"
+    );
+    assert_ne!(raw(&env, id).await.as_deref(), Some(&old[..]));
+    assert_eq!(
+        found(&env.state, id).await,
+        (200, Some(2), Some("After".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn a_consistent_cache_under_finds_and_writes_reports_no_inconsistent_entry_of_many_audited() {
+    // Arrange: cached users; the consumer and the auditor running.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let id = create_user(&env.state, &format!("mix{n}@example.com"), "v1").await;
+        found(&env.state, id).await;
+        ids.push(id);
+    }
+    let auditor = env.instance(&[]).await;
+    let running =
+        tokio::spawn(async move { invalidate(&auditor, SCHEDULE, Duration::from_secs(4)).await });
+
+    // Act: finds, updates through the API and by SQL, for 3.5 s.
+    let started = Instant::now();
+    let mut turn = 0;
+    while started.elapsed() < Duration::from_millis(3_500) {
+        let id = ids[turn % ids.len()];
+        match turn % 10 {
+            0 => assert_eq!(rename(&env.state, id, &format!("api{turn}")).await, 200),
+            5 => {
+                let sql = format!(
+                    "UPDATE {}.users SET name = $2, version = version + 1 WHERE id = $1",
+                    env.schema
+                );
+                let name = format!("sql{turn}");
+                env.pg()
+                    .execute(&sql, &[&id, &name])
+                    .await
+                    .expect("SQL writer");
+            }
+            _ => assert_eq!(found(&env.state, id).await.0, 200),
+        }
+        turn += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let audited = running.await.expect("invalidate-cache").audit;
+
+    // Assert
+    assert!(audited.audited > 20, "too few audited: {audited:?}");
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (0, 0),
+        "{} audited: {audited:?}",
+        audited.audited
+    );
+}
+
+#[tokio::test]
+async fn an_update_in_flight_is_not_reported() {
+    // Arrange: a cached user whose update parks between its guard and its
+    // statement.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "flight@example.com", "Before").await;
+    assert_eq!(found(&env.state, id).await.1, Some(1));
+    let parked = Arc::new(PausePoint::default());
+    let mut writer = env.instance(&[]).await;
+    writer.users.pause_at(Point::BeforeWrite, parked.clone());
+    let writing = tokio::spawn(async move { rename(&writer, id, "After").await });
+    parked.reached().await;
+
+    // Act
+    let audited = audit_for(&env, Duration::from_millis(1_500)).await;
+
+    // Assert: the guard was seen and judged no finding; the update ends.
+    parked.release();
+    assert!(audited.in_flight >= 1, "{audited:?}");
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (0, 0),
+        "{audited:?}"
+    );
+    assert_eq!(writing.await.expect("update"), 200);
+    assert_eq!(
+        found(&env.state, id).await,
+        (200, Some(2), Some("After".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn a_postgres_rolled_back_under_the_cache_is_reported_and_repaired() {
+    // Arrange: the entry of version 3; then Postgres goes back to version 1
+    // without a change record, as a restore from a snapshot does.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "restore@example.com", "v1").await;
+    assert_eq!(rename(&env.state, id, "v2").await, 200);
+    assert_eq!(rename(&env.state, id, "v3").await, 200);
+    assert_eq!(found(&env.state, id).await.1, Some(3));
+    applied_before(&env).await;
+    without_record(
+        &env,
+        id,
+        &format!("UPDATE users SET version = 1, name = 'Restored' WHERE id = '{id}'"),
+    )
+    .await;
+
+    // Act
+    let audited = audit_for(&env, Duration::from_secs(3)).await;
+
+    // Assert
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (1, 1),
+        "{audited:?}"
+    );
+    assert_eq!(
+        found(&env.state, id).await,
+        (200, Some(1), Some("Restored".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn a_negative_entry_for_a_user_postgres_has_is_reported_and_repaired() {
+    // Arrange: an id cached as "no such user", then inserted without a
+    // change record.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = Uuid::now_v7();
+    assert_eq!(found(&env.state, id).await.0, 404);
+    assert_eq!(env.cached(id).await.as_deref(), Some("n"));
+    without_record(
+        &env,
+        id,
+        &format!(
+            "INSERT INTO users (id, email, name, owner) \
+             VALUES ('{id}', 'late@example.com', 'Late', '{FIXTURE_SUBJECT}')"
+        ),
+    )
+    .await;
+
+    // Act
+    let audited = audit_for(&env, Duration::from_secs(3)).await;
+
+    // Assert
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (1, 1),
+        "{audited:?}"
+    );
+    assert_eq!(
+        found(&env.state, id).await,
+        (200, Some(1), Some("Late".to_owned()))
+    );
+}
