@@ -202,6 +202,59 @@ async fn an_update_in_flight_is_not_reported() {
 }
 
 #[tokio::test]
+async fn an_entry_replaced_while_the_auditor_reads_postgres_is_not_reported() {
+    // Arrange: the auditor has read the entry of version 1 and parks before
+    // its statement; meanwhile an update to version 2 completes, a find
+    // fills its entry, and its change record is applied.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "race@example.com", "Before").await;
+    assert_eq!(found(&env.state, id).await.1, Some(1));
+    applied_before(&env).await;
+    let parked = Arc::new(PausePoint::default());
+    let mut auditor = env.instance(&[]).await;
+    auditor
+        .users
+        .pause_at(Point::BeforeAuditQuery, parked.clone());
+    let auditing = tokio::spawn(async move {
+        invalidate(&auditor, SCHEDULE, Duration::from_millis(1_500))
+            .await
+            .audit
+    });
+    tokio::time::timeout(Duration::from_secs(5), parked.reached())
+        .await
+        .expect("the auditor read the entry");
+    assert_eq!(rename(&env.state, id, "After").await, 200);
+    assert_eq!(found(&env.state, id).await.1, Some(2));
+    applied_before(&env).await;
+
+    // Act: the auditor reads Postgres (version 2, no record), and the key
+    // again.
+    parked.release();
+    let next_batch = async {
+        loop {
+            parked.reached().await;
+            parked.release();
+        }
+    };
+    let audited = tokio::select! {
+        audited = auditing => audited.expect("invalidate-cache"),
+        () = next_batch => unreachable!(),
+    };
+
+    // Assert: the entry it read had changed: not judged, not reported.
+    assert!(audited.changed >= 1, "{audited:?}");
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (0, 0),
+        "{audited:?}"
+    );
+    assert_eq!(
+        found(&env.state, id).await,
+        (200, Some(2), Some("After".to_owned()))
+    );
+}
+
+#[tokio::test]
 async fn a_postgres_rolled_back_under_the_cache_is_reported_and_repaired() {
     // Arrange: the entry of version 3; then Postgres goes back to version 1
     // without a change record, as a restore from a snapshot does.

@@ -23,6 +23,7 @@ use super::UserService;
 use crate::cache::Held;
 use crate::config::AuditConfig;
 use crate::error::ApiError;
+use crate::hooks::Point;
 use crate::store::Sampled;
 use crate::telemetry::{Outbox, Unit};
 use lambda_http::tracing;
@@ -154,6 +155,7 @@ impl UserService {
             return Ok(());
         }
         let ids: Vec<Uuid> = entries.iter().map(|(id, ..)| *id).collect();
+        self.hooks.pass(Point::BeforeAuditQuery).await;
         let rows = self.store.sample(&ids).await?;
         let second = self.cache.peek(&ids).await.map_err(cache_failed)?;
         let now_ms = super::find::now_ms();
