@@ -68,7 +68,8 @@ pub struct Completion {
     pub cache: Option<String>,
     /// Its `ETag` header (`"3"`: the user's version), when it has one.
     pub etag: Option<String>,
-    /// Its `body` (the user's JSON, or an error's).
+    /// Its `body` (the user's JSON, or an error's); the whole answer of a
+    /// function that answers no API Gateway response (`invalidate-cache`).
     pub body: Option<String>,
     /// The snapshot as the answer arrived; empty without
     /// [`RuntimeStub::observing`].
@@ -369,7 +370,12 @@ impl Answer {
                 .as_str()
                 .map(str::to_owned),
             etag: value["headers"]["etag"].as_str().map(str::to_owned),
-            body: value["body"].as_str().map(str::to_owned),
+            // A scheduled function's answer is no API Gateway response:
+            // kept whole.
+            body: match value.get("statusCode") {
+                Some(_) => value["body"].as_str().map(str::to_owned),
+                None => Some(String::from_utf8_lossy(body).into_owned()),
+            },
         }
     }
 }

@@ -64,7 +64,7 @@ fn run(out: &mut String, results: &Results) {
             "function settings",
             if o.break_invalidation {
                 "BROKEN ON PURPOSE (--break-invalidation): the write functions use another \
-                 CACHE_KEY_PREFIX than find-user"
+                 CACHE_KEY_PREFIX than find-user, and the change records' trigger is off"
             } else {
                 "code defaults (as the template), own database schema, CACHE_KEY_PREFIX and \
                  redis-server"
@@ -260,6 +260,37 @@ fn verdict(out: &mut String, results: &Results) {
             .map_or(String::new(), |first| format!(" (first: {first})")),
         failures
     );
+    let a = &results.audit;
+    let _ = writeln!(
+        out,
+        "\n### Auditor\n\n`invalidate-cache` with `CACHE_AUDIT_PER_SECOND={}`, {} runs from the \
+         end of the cost phases to the end, beside the consumer ({} change records applied).\n\n\
+         | audited | inconsistent | repaired | pending (record within D) | in flight (guarded) | \
+         changed between reads | failed batches | checker: stale reads | agree |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---|\n\
+         | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        results.options.audit_rate,
+        a.runs,
+        a.applied,
+        a.audited,
+        a.inconsistent,
+        a.repaired,
+        a.pending,
+        a.in_flight,
+        a.changed,
+        a.failures,
+        v.stale,
+        if agree(v, a) { "yes" } else { "NO" },
+    );
+}
+
+/// Whether the auditor and the checker agree: both found nothing, or both
+/// found something.
+pub fn agree(
+    verdict: &crate::load::history::Verdict,
+    audit: &crate::load::auditor::Totals,
+) -> bool {
+    (verdict.stale > 0) == (audit.inconsistent > 0)
 }
 
 fn cache_mix(phase: &Phase) -> String {

@@ -1,0 +1,116 @@
+//! The auditor in the load's fleet: one environment of the `invalidate-cache`
+//! binary (the consumer of the change records, and the auditor beside it,
+//! docs/cache.md "Auditor"), invoked again and again in short runs from
+//! before the load until after it, its answers summed. The report sets its
+//! counts beside the checker's verdict: a healthy run has neither stale
+//! reads nor inconsistent entries, a broken one both, and the run fails
+//! when they disagree.
+
+use crate::measure::BoxError;
+use crate::process::Function;
+use std::path::Path;
+use std::time::Duration;
+use test_support::runtime_stub::RuntimeStub;
+use tokio::process::Child;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long each run works: the stub gives every event a deadline 30 s out,
+/// and the function stops `CHANGES_STOP_BEFORE_DEADLINE_MS` before it.
+const RUN: Duration = Duration::from_secs(2);
+const STUB_DEADLINE: Duration = Duration::from_secs(30);
+/// How long it may take to poll for its first event, and to answer a run.
+const LIMIT: Duration = Duration::from_secs(15);
+
+/// What the runs' auditor and consumer did, summed.
+#[derive(Debug, Default, Clone)]
+pub struct Totals {
+    pub runs: u64,
+    pub audited: u64,
+    pub inconsistent: u64,
+    pub repaired: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub changed: u64,
+    pub failures: u64,
+    /// Change records the consumer applied.
+    pub applied: u64,
+}
+
+impl Totals {
+    /// Adds one run's answer (`Consumed` as JSON).
+    fn add(&mut self, answer: &serde_json::Value) {
+        let count = |value: &serde_json::Value| value.as_u64().unwrap_or_default();
+        let audit = &answer["audit"];
+        self.runs += 1;
+        self.audited += count(&audit["audited"]);
+        self.inconsistent += count(&audit["inconsistent"]);
+        self.repaired += count(&audit["repaired"]);
+        self.pending += count(&audit["pending"]);
+        self.in_flight += count(&audit["in_flight"]);
+        self.changed += count(&audit["changed"]);
+        self.failures += count(&audit["failures"]);
+        self.applied += count(&answer["applied"]);
+    }
+}
+
+pub struct Auditor {
+    stop: watch::Sender<bool>,
+    runs: JoinHandle<Result<Totals, BoxError>>,
+    child: Child,
+}
+
+impl Auditor {
+    /// Starts the environment with the fleet's `env` and
+    /// `CACHE_AUDIT_PER_SECOND=per_second`, and its first run.
+    pub async fn start(
+        bin_dir: &Path,
+        env: &[(String, String)],
+        per_second: u32,
+    ) -> Result<Self, BoxError> {
+        let mut env = env.to_vec();
+        env.push(("CACHE_AUDIT_PER_SECOND".into(), per_second.to_string()));
+        let margin = STUB_DEADLINE.saturating_sub(RUN).as_millis();
+        env.push(("CHANGES_STOP_BEFORE_DEADLINE_MS".into(), margin.to_string()));
+        let binary = bin_dir.join("invalidate-cache");
+        let mut stub = RuntimeStub::start("invalidate-cache").await?;
+        let function = Function {
+            name: "invalidate-cache",
+            binary: &binary,
+            env: &env,
+        };
+        let child = function.spawn(&stub)?;
+        stub.next_poll(LIMIT)
+            .await
+            .ok_or("the invalidate-cache environment never polled")?;
+        let (stop, stopped) = watch::channel(false);
+        let runs = tokio::spawn(runs(stub, stopped));
+        Ok(Self { stop, runs, child })
+    }
+
+    /// Lets the run in progress end, and sums them all.
+    pub async fn stop(mut self) -> Result<Totals, BoxError> {
+        let _ = self.stop.send(true);
+        let totals = self.runs.await.map_err(|_| "the auditor's runs panicked")?;
+        let _ = self.child.start_kill();
+        totals
+    }
+}
+
+/// One run after another until told to stop.
+async fn runs(mut stub: RuntimeStub, stop: watch::Receiver<bool>) -> Result<Totals, BoxError> {
+    let event = test_support::fixture("invalidate-cache.schedule");
+    let mut totals = Totals::default();
+    loop {
+        stub.push(event.clone());
+        let answer = stub
+            .next_completion(RUN + LIMIT)
+            .await
+            .and_then(|completion| completion.body)
+            .ok_or("invalidate-cache did not answer a run")?;
+        totals.add(&serde_json::from_str(&answer)?);
+        if *stop.borrow() {
+            return Ok(totals);
+        }
+    }
+}
