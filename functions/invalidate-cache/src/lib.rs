@@ -32,6 +32,8 @@ pub async fn handle(
     );
     if audited.batches > 0 {
         tracing::info!(
+            sampled = audited.sampled,
+            statements = audited.statements,
             audited = audited.audited,
             inconsistent = audited.inconsistent,
             repaired = audited.repaired,

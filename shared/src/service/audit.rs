@@ -13,6 +13,7 @@
 //! given, a batch a second, each bounded, and backs off when Postgres or
 //! Redis fails or is slow.
 
+mod judge;
 mod sample;
 #[cfg(test)]
 mod tests;
@@ -24,8 +25,8 @@ use crate::cache::Held;
 use crate::config::AuditConfig;
 use crate::error::ApiError;
 use crate::hooks::Point;
-use crate::store::Sampled;
 use crate::telemetry::{Outbox, Unit};
+use judge::{Judgment, judge, log_finding};
 use lambda_http::tracing;
 use sample::Walk;
 use std::time::{Duration, Instant};
@@ -46,6 +47,11 @@ const BACKOFF_MOST: Duration = Duration::from_secs(30);
 pub struct Audited {
     /// Batches that ran (failed ones included).
     pub batches: u64,
+    /// Keys read (each a `GET`; an entry is read a second time).
+    pub sampled: u64,
+    /// Postgres statements sent (a walk step, and one per batch that found
+    /// entries).
+    pub statements: u64,
     /// Entries (users and negative entries) compared with Postgres.
     pub audited: u64,
     /// Of those, entries that broke the guarantee.
@@ -61,31 +67,6 @@ pub struct Audited {
     pub changed: u64,
     /// Batches that failed or were slow, after which it backed off.
     pub failures: u64,
-}
-
-/// How an entry compares with its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Judgment {
-    Consistent,
-    /// Superseded, but a change record within the bound will void it.
-    Pending,
-    Inconsistent,
-}
-
-/// Judges what a key held against its row; `None` for what is no entry.
-fn judge(held: Held, row: &Sampled, bound: Duration) -> Option<Judgment> {
-    let agrees = match held {
-        Held::User { version, .. } => row.version == Some(version),
-        Held::NotFound => row.version.is_none(),
-        Held::Writing | Held::Nothing => return None,
-    };
-    Some(if agrees {
-        Judgment::Consistent
-    } else if row.pending.is_some_and(|age| age < bound) {
-        Judgment::Pending
-    } else {
-        Judgment::Inconsistent
-    })
 }
 
 impl UserService {
@@ -139,7 +120,8 @@ impl UserService {
         metrics: &Outbox,
         total: &mut Audited,
     ) -> Result<(), ApiError> {
-        let ids = self.sample_ids(config, walk).await?;
+        let ids = self.sample_ids(config, walk, total).await?;
+        total.sampled += ids.len() as u64;
         let first = self.cache.peek(&ids).await.map_err(cache_failed)?;
         let mut entries = Vec::new();
         for (id, value) in ids.into_iter().zip(first) {
@@ -156,6 +138,7 @@ impl UserService {
         }
         let ids: Vec<Uuid> = entries.iter().map(|(id, ..)| *id).collect();
         self.hooks.pass(Point::BeforeAuditQuery).await;
+        total.statements += 1;
         let rows = self.store.sample(&ids).await?;
         let second = self.cache.peek(&ids).await.map_err(cache_failed)?;
         let now_ms = super::find::now_ms();
@@ -200,12 +183,16 @@ impl UserService {
         &self,
         config: &AuditConfig,
         walk: &mut Walk,
+        total: &mut Audited,
     ) -> Result<Vec<Uuid>, ApiError> {
         let size = config.per_second;
         let recent_most = (size - size.div_ceil(2)) as usize;
         let mut ids = self.recent.take_due(Instant::now(), recent_most);
         let walked = size - u32::try_from(ids.len()).unwrap_or(size);
-        ids.extend(walk.step(&self.store, walked).await?);
+        if walked > 0 {
+            total.statements += 1;
+            ids.extend(walk.step(&self.store, walked).await?);
+        }
         ids.sort_unstable();
         ids.dedup();
         Ok(ids)
@@ -226,32 +213,6 @@ fn write_metrics(metrics: &Outbox, batch: &Audited) {
             ("CacheRepaired", batch.repaired as f64, Unit::Count),
         ],
     );
-}
-
-/// A finding, by id, versions and age: never the entry's body.
-fn log_finding(held: Held, row: &Sampled, now_ms: u64) {
-    let postgres_version = row
-        .version
-        .map_or_else(|| "none".to_owned(), |v| v.to_string());
-    let pending_ms = row.pending.map(|age| age.as_millis());
-    match held {
-        Held::User { version, stored_ms } => tracing::warn!(
-            user = %row.id,
-            entry_version = version,
-            postgres_version,
-            entry_age_ms = now_ms.saturating_sub(stored_ms),
-            pending_ms = ?pending_ms,
-            "inconsistent cache entry voided"
-        ),
-        _ => tracing::warn!(
-            user = %row.id,
-            entry_version = "none (negative entry)",
-            postgres_version,
-            entry_age_ms = "unknown",
-            pending_ms = ?pending_ms,
-            "inconsistent cache entry voided"
-        ),
-    }
 }
 
 fn log_failure(error: &ApiError) {

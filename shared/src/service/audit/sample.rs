@@ -76,9 +76,6 @@ impl Walk {
         store: &UserStore,
         count: u32,
     ) -> Result<Vec<Uuid>, ApiError> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
         let ids = store.walk(self.after, count).await?;
         if let Some(last) = ids.last() {
             self.after = *last;

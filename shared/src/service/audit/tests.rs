@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::Sampled;
 
 const BOUND: Duration = Duration::from_secs(1);
 
