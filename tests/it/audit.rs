@@ -38,6 +38,21 @@ async fn found(state: &AppState, id: Uuid) -> (u16, Option<i64>, Option<String>)
     (status(&response), version, name)
 }
 
+/// `findings` inconsistent entries reported, each repaired.
+fn assert_findings(audited: &Audited, findings: u64) {
+    assert_eq!(
+        (audited.inconsistent, audited.repaired),
+        (findings, findings),
+        "{audited:?}"
+    );
+}
+
+/// A find of `id` answers `version`, named `name`.
+async fn assert_answers(state: &AppState, id: Uuid, version: i64, name: &str) {
+    let expected = (200, Some(version), Some(name.to_owned()));
+    assert_eq!(found(state, id).await, expected);
+}
+
 /// Renames `id` through the real `update-user` handler.
 async fn rename(state: &AppState, id: Uuid, name: &str) -> u16 {
     let body = json!({"email": format!("{id}@example.com"), "name": name});
@@ -109,16 +124,9 @@ async fn an_entry_a_lost_invalidation_left_behind_is_found_and_repaired_and_the_
     let audited = audit_for(&env, Duration::from_secs(3)).await;
 
     // Assert
-    assert_eq!(
-        (audited.inconsistent, audited.repaired),
-        (1, 1),
-        "{audited:?}"
-    );
+    assert_findings(&audited, 1);
     assert_ne!(raw(&env, id).await.as_deref(), Some(&old[..]));
-    assert_eq!(
-        found(&env.state, id).await,
-        (200, Some(2), Some("After".to_owned()))
-    );
+    assert_answers(&env.state, id, 2, "After").await;
 }
 
 #[tokio::test]
@@ -189,16 +197,9 @@ async fn an_update_in_flight_is_not_reported() {
     // Assert: the guard was seen and judged no finding; the update ends.
     parked.release();
     assert!(audited.in_flight >= 1, "{audited:?}");
-    assert_eq!(
-        (audited.inconsistent, audited.repaired),
-        (0, 0),
-        "{audited:?}"
-    );
+    assert_findings(&audited, 0);
     assert_eq!(writing.await.expect("update"), 200);
-    assert_eq!(
-        found(&env.state, id).await,
-        (200, Some(2), Some("After".to_owned()))
-    );
+    assert_answers(&env.state, id, 2, "After").await;
 }
 
 #[tokio::test]
@@ -243,15 +244,8 @@ async fn an_entry_replaced_while_the_auditor_reads_postgres_is_not_reported() {
 
     // Assert: the entry it read had changed: not judged, not reported.
     assert!(audited.changed >= 1, "{audited:?}");
-    assert_eq!(
-        (audited.inconsistent, audited.repaired),
-        (0, 0),
-        "{audited:?}"
-    );
-    assert_eq!(
-        found(&env.state, id).await,
-        (200, Some(2), Some("After".to_owned()))
-    );
+    assert_findings(&audited, 0);
+    assert_answers(&env.state, id, 2, "After").await;
 }
 
 #[tokio::test]
@@ -275,15 +269,8 @@ async fn a_postgres_rolled_back_under_the_cache_is_reported_and_repaired() {
     let audited = audit_for(&env, Duration::from_secs(3)).await;
 
     // Assert
-    assert_eq!(
-        (audited.inconsistent, audited.repaired),
-        (1, 1),
-        "{audited:?}"
-    );
-    assert_eq!(
-        found(&env.state, id).await,
-        (200, Some(1), Some("Restored".to_owned()))
-    );
+    assert_findings(&audited, 1);
+    assert_answers(&env.state, id, 1, "Restored").await;
 }
 
 #[tokio::test]
@@ -308,13 +295,6 @@ async fn a_negative_entry_for_a_user_postgres_has_is_reported_and_repaired() {
     let audited = audit_for(&env, Duration::from_secs(3)).await;
 
     // Assert
-    assert_eq!(
-        (audited.inconsistent, audited.repaired),
-        (1, 1),
-        "{audited:?}"
-    );
-    assert_eq!(
-        found(&env.state, id).await,
-        (200, Some(1), Some("Late".to_owned()))
-    );
+    assert_findings(&audited, 1);
+    assert_answers(&env.state, id, 1, "Late").await;
 }

@@ -8,12 +8,14 @@
 
 use crate::measure::BoxError;
 use crate::process::Function;
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 use test_support::runtime_stub::RuntimeStub;
 use tokio::process::Child;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use users_api::service::Audited;
 
 /// How long each run works: the stub gives every event a deadline 30 s out,
 /// and the function stops `CHANGES_STOP_BEFORE_DEADLINE_MS` before it.
@@ -26,31 +28,18 @@ const LIMIT: Duration = Duration::from_secs(15);
 #[derive(Debug, Default, Clone)]
 pub struct Totals {
     pub runs: u64,
-    pub audited: u64,
-    pub inconsistent: u64,
-    pub repaired: u64,
-    pub pending: u64,
-    pub in_flight: u64,
-    pub changed: u64,
-    pub failures: u64,
+    pub audit: Audited,
     /// Change records the consumer applied.
     pub applied: u64,
 }
 
 impl Totals {
     /// Adds one run's answer (`Consumed` as JSON).
-    fn add(&mut self, answer: &serde_json::Value) {
-        let count = |value: &serde_json::Value| value.as_u64().unwrap_or_default();
-        let audit = &answer["audit"];
+    fn add(&mut self, answer: &serde_json::Value) -> Result<(), BoxError> {
         self.runs += 1;
-        self.audited += count(&audit["audited"]);
-        self.inconsistent += count(&audit["inconsistent"]);
-        self.repaired += count(&audit["repaired"]);
-        self.pending += count(&audit["pending"]);
-        self.in_flight += count(&audit["in_flight"]);
-        self.changed += count(&audit["changed"]);
-        self.failures += count(&audit["failures"]);
-        self.applied += count(&answer["applied"]);
+        self.audit += Audited::deserialize(&answer["audit"])?;
+        self.applied += answer["applied"].as_u64().unwrap_or_default();
+        Ok(())
     }
 }
 
@@ -108,7 +97,7 @@ async fn runs(mut stub: RuntimeStub, stop: watch::Receiver<bool>) -> Result<Tota
             .await
             .and_then(|completion| completion.body)
             .ok_or("invalidate-cache did not answer a run")?;
-        totals.add(&serde_json::from_str(&answer)?);
+        totals.add(&serde_json::from_str(&answer)?)?;
         if *stop.borrow() {
             return Ok(totals);
         }

@@ -96,7 +96,7 @@ pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
     if !report::agree(verdict, audit) {
         failed.push(format!(
             "the auditor ({} inconsistent of {} audited) and the checker ({} stale reads) disagree",
-            audit.inconsistent, audit.audited, verdict.stale
+            audit.audit.inconsistent, audit.audit.audited, verdict.stale
         ));
     }
     match failed.is_empty() {

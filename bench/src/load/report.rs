@@ -260,7 +260,7 @@ fn verdict(out: &mut String, results: &Results) {
             .map_or(String::new(), |first| format!(" (first: {first})")),
         failures
     );
-    let a = &results.audit;
+    let (a, totals) = (&results.audit.audit, &results.audit);
     let _ = writeln!(
         out,
         "\n### Auditor\n\n`invalidate-cache` with `CACHE_AUDIT_PER_SECOND={}`, {} runs from the \
@@ -270,8 +270,8 @@ fn verdict(out: &mut String, results: &Results) {
          |---:|---:|---:|---:|---:|---:|---:|---:|---|\n\
          | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         results.options.audit_rate,
-        a.runs,
-        a.applied,
+        totals.runs,
+        totals.applied,
         a.audited,
         a.inconsistent,
         a.repaired,
@@ -280,7 +280,7 @@ fn verdict(out: &mut String, results: &Results) {
         a.changed,
         a.failures,
         v.stale,
-        if agree(v, a) { "yes" } else { "NO" },
+        if agree(v, totals) { "yes" } else { "NO" },
     );
 }
 
@@ -290,7 +290,7 @@ pub fn agree(
     verdict: &crate::load::history::Verdict,
     audit: &crate::load::auditor::Totals,
 ) -> bool {
-    (verdict.stale > 0) == (audit.inconsistent > 0)
+    (verdict.stale > 0) == (audit.audit.inconsistent > 0)
 }
 
 fn cache_mix(phase: &Phase) -> String {

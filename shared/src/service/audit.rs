@@ -43,7 +43,7 @@ const BATCH_LIMIT: Duration = Duration::from_secs(5);
 const BACKOFF_MOST: Duration = Duration::from_secs(30);
 
 /// What the auditor did in one run.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Audited {
     /// Batches that ran (failed ones included).
     pub batches: u64,
@@ -67,6 +67,22 @@ pub struct Audited {
     pub changed: u64,
     /// Batches that failed or were slow, after which it backed off.
     pub failures: u64,
+}
+
+/// Sums runs (the load driver's) or batches.
+impl std::ops::AddAssign for Audited {
+    fn add_assign(&mut self, other: Self) {
+        self.batches += other.batches;
+        self.sampled += other.sampled;
+        self.statements += other.statements;
+        self.audited += other.audited;
+        self.inconsistent += other.inconsistent;
+        self.repaired += other.repaired;
+        self.pending += other.pending;
+        self.in_flight += other.in_flight;
+        self.changed += other.changed;
+        self.failures += other.failures;
+    }
 }
 
 impl UserService {
@@ -169,11 +185,7 @@ impl UserService {
             batch.repaired = repairs.len() as u64;
         }
         write_metrics(metrics, &batch);
-        total.audited += batch.audited;
-        total.inconsistent += batch.inconsistent;
-        total.repaired += batch.repaired;
-        total.pending += batch.pending;
-        total.changed += batch.changed;
+        *total += batch;
         repaired
     }
 
