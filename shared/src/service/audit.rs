@@ -36,6 +36,9 @@ use uuid::Uuid;
 const FUNCTION: &str = "invalidate-cache";
 /// A batch of `CACHE_AUDIT_PER_SECOND` entries this often.
 const PERIOD: Duration = Duration::from_secs(1);
+/// The most keys one batch reads, whatever `CACHE_AUDIT_PER_SECOND` says:
+/// one statement's array and one burst of `GET`s stay small.
+const BATCH_MOST: u32 = 1_000;
 /// A batch slower than this backs off, as a failed one does.
 const SLOW: Duration = Duration::from_millis(500);
 /// The longest a batch may take, and the longest wait after failures.
@@ -197,7 +200,7 @@ impl UserService {
         walk: &mut Walk,
         total: &mut Audited,
     ) -> Result<Vec<Uuid>, ApiError> {
-        let size = config.per_second;
+        let size = config.per_second.min(BATCH_MOST);
         let recent_most = (size - size.div_ceil(2)) as usize;
         let mut ids = self.recent.take_due(Instant::now(), recent_most);
         let walked = size - u32::try_from(ids.len()).unwrap_or(size);
