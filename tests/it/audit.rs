@@ -7,7 +7,9 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::capture::Captured;
 use test_support::functions::{find, invalidate, update};
+use test_support::proxy::{FaultProxy, Mode};
 use test_support::*;
 use users_api::AppState;
 use users_api::hooks::{PausePoint, Point};
@@ -297,4 +299,83 @@ async fn a_negative_entry_for_a_user_postgres_has_is_reported_and_repaired() {
     // Assert
     assert_findings(&audited, 1);
     assert_answers(&env.state, id, 1, "Late").await;
+}
+
+#[tokio::test]
+async fn a_finding_is_logged_by_id_versions_and_age_never_its_body_and_counted_in_the_batchs_metrics()
+ {
+    // Arrange: a stale entry, as in the lost invalidation above; the
+    // auditor's logs and EMF lines captured.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "logged@example.com", "Secret Name").await;
+    found(&env.state, id).await;
+    let old = raw(&env, id).await.expect("the entry of version 1");
+    assert_eq!(rename(&env.state, id, "Other Name").await, 200);
+    applied_before(&env).await;
+    put_raw(&env, id, &old).await;
+    let (logs, metrics) = (Captured::default(), Captured::default());
+    let auditor = env.instance(&[("METRICS_NAMESPACE", "audit-test")]).await;
+    auditor.telemetry.send_metrics_to(Box::new(metrics.clone()));
+    let _logging = logs.install(lambda_http::tracing::Level::INFO);
+
+    // Act
+    let audited = invalidate(&auditor, SCHEDULE, Duration::from_millis(1_500))
+        .await
+        .audit;
+
+    // Assert: one log line with the id, both versions and the age, no body.
+    assert_findings(&audited, 1);
+    let logs = logs.text();
+    let finding: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("inconsistent cache entry voided"))
+        .collect();
+    assert_eq!(finding.len(), 1, "{logs}");
+    for field in [
+        format!("\"user\":\"{id}\""),
+        "\"entry_version\":1".to_owned(),
+        "\"postgres_version\":\"2\"".to_owned(),
+        "\"entry_age_ms\":".to_owned(),
+    ] {
+        assert!(finding[0].contains(&field), "{field} in {}", finding[0]);
+    }
+    assert!(!logs.contains("Secret Name") && !logs.contains("logged@example.com"));
+    // The batches' EMF lines add up to the run's counts.
+    let sum = |name: &str| -> f64 {
+        metrics
+            .text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["Function"] == "invalidate-cache")
+            .filter_map(|line| line[name].as_f64())
+            .sum()
+    };
+    assert_eq!(sum("CacheAudited"), audited.audited as f64);
+    assert_eq!(sum("CacheInconsistent"), 1.0);
+    assert_eq!(sum("CacheRepaired"), 1.0);
+}
+
+#[tokio::test]
+async fn an_auditor_whose_redis_refuses_backs_off_and_ends_by_its_deadline() {
+    // Arrange: the auditor's Redis behind a proxy that refuses connections.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    create_user(&env.state, "down@example.com", "Down").await;
+    let proxy = FaultProxy::start(redis_addr()).await;
+    proxy.set(Mode::Reset);
+    let url = proxy.url("redis", "");
+    let auditor = env
+        .instance(&[("REDIS_URL", &url), ("REDIS_RESPONSE_TIMEOUT_MS", "200")])
+        .await;
+    let run_for = Duration::from_millis(3_500);
+
+    // Act
+    let started = Instant::now();
+    let audited = invalidate(&auditor, SCHEDULE, run_for).await.audit;
+    let ran = started.elapsed();
+
+    // Assert: a failed batch at 0 s, the next after 2 s, then a wait of 4 s
+    // that the deadline cuts; every batch failed, none audited.
+    assert_eq!((audited.batches, audited.failures), (2, 2), "{audited:?}");
+    assert_eq!(audited.audited, 0);
+    assert!(ran < run_for + Duration::from_millis(500), "ran {ran:?}");
 }
