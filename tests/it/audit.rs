@@ -379,3 +379,47 @@ async fn an_auditor_whose_redis_refuses_backs_off_and_ends_by_its_deadline() {
     assert_eq!(audited.audited, 0);
     assert!(ran < run_for + Duration::from_millis(500), "ran {ran:?}");
 }
+
+#[tokio::test]
+async fn a_user_the_consumer_voided_is_audited_again_after_the_bound_and_its_old_entry_found() {
+    // Arrange: 2,000 other users, so that the walk (one id a second here)
+    // all but never reaches the one under test; that user cached.
+    let env = TestEnv::with_settings(&[
+        ("CACHE_AUDIT_PER_SECOND", "2"),
+        ("CACHE_AUDIT_BOUND_MS", "500"),
+    ])
+    .await;
+    let bulk = format!(
+        "INSERT INTO {}.users (id, email, name) SELECT gen_random_uuid(), \
+         'bulk' || n || '@example.com', 'Bulk' FROM generate_series(1, 2000) AS n",
+        env.schema
+    );
+    env.pg().batch_execute(&bulk).await.expect("bulk insert");
+    let id = create_user(&env.state, "again@example.com", "Before").await;
+    found(&env.state, id).await;
+    let old = raw(&env, id).await.expect("the entry of version 1");
+    applied_before(&env).await;
+    let auditor = env.instance(&[]).await;
+    let running =
+        tokio::spawn(async move { invalidate(&auditor, SCHEDULE, Duration::from_secs(3)).await });
+
+    // Act: a change by SQL, which the consumer voids; then the old entry
+    // comes back, as a lost voiding would leave it.
+    let sql = format!(
+        "UPDATE {}.users SET name = 'After', version = version + 1 WHERE id = $1",
+        env.schema
+    );
+    env.pg().execute(&sql, &[&id]).await.expect("SQL writer");
+    let voided = Instant::now();
+    while raw(&env, id).await.is_some() {
+        assert!(voided.elapsed() < Duration::from_secs(2), "never voided");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    put_raw(&env, id, &old).await;
+    let consumed = running.await.expect("invalidate-cache");
+
+    // Assert
+    assert_eq!(consumed.applied, 1, "{consumed:?}");
+    assert_findings(&consumed.audit, 1);
+    assert_answers(&env.state, id, 2, "After").await;
+}
