@@ -328,7 +328,7 @@ async fn a_finding_is_logged_by_id_versions_and_age_never_its_body_and_counted_i
     let logs = logs.text();
     let finding: Vec<&str> = logs
         .lines()
-        .filter(|line| line.contains("inconsistent cache entry voided"))
+        .filter(|line| line.contains("inconsistent cache entry, voiding it"))
         .collect();
     assert_eq!(finding.len(), 1, "{logs}");
     for field in [

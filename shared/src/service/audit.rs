@@ -50,7 +50,7 @@ const BACKOFF_MOST: Duration = Duration::from_secs(30);
 pub struct Audited {
     /// Batches that ran (failed ones included).
     pub batches: u64,
-    /// Keys read (each a `GET`; an entry is read a second time).
+    /// Keys read (a `GET` each; those holding an entry are read again).
     pub sampled: u64,
     /// Postgres statements sent (a walk step, and one per batch that found
     /// entries).
@@ -180,9 +180,10 @@ impl UserService {
                 }
             }
         }
-        let repaired = match repairs.is_empty() {
-            true => Ok(()),
-            false => self.cache.void(&repairs).await.map_err(cache_failed),
+        let repaired = if repairs.is_empty() {
+            Ok(())
+        } else {
+            self.cache.void(&repairs).await.map_err(cache_failed)
         };
         if repaired.is_ok() {
             batch.repaired = repairs.len() as u64;

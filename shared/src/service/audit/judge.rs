@@ -44,7 +44,7 @@ pub(super) fn log_finding(held: Held, row: &Sampled, now_ms: u64) {
             postgres_version,
             entry_age_ms = now_ms.saturating_sub(stored_ms),
             pending_ms = ?pending_ms,
-            "inconsistent cache entry voided"
+            "inconsistent cache entry, voiding it"
         ),
         _ => tracing::warn!(
             user = %row.id,
@@ -52,7 +52,7 @@ pub(super) fn log_finding(held: Held, row: &Sampled, now_ms: u64) {
             postgres_version,
             entry_age_ms = "unknown",
             pending_ms = ?pending_ms,
-            "inconsistent cache entry voided"
+            "inconsistent cache entry, voiding it"
         ),
     }
 }
