@@ -423,3 +423,30 @@ async fn a_user_the_consumer_voided_is_audited_again_after_the_bound_and_its_old
     assert_findings(&consumed.audit, 1);
     assert_answers(&env.state, id, 2, "After").await;
 }
+
+#[tokio::test]
+async fn an_auditor_whose_redis_answers_slowly_backs_off() {
+    // Arrange: a cached user; the auditor's Redis behind a proxy that holds
+    // every chunk 300 ms each way, within the call's bound.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "slow@example.com", "Slow").await;
+    found(&env.state, id).await;
+    applied_before(&env).await;
+    let proxy = FaultProxy::start(redis_addr()).await;
+    let url = proxy.url("redis", "");
+    let auditor = env
+        .instance(&[("REDIS_URL", &url), ("REDIS_RESPONSE_TIMEOUT_MS", "3000")])
+        .await;
+    proxy.set(Mode::Latency(Duration::from_millis(300)));
+
+    // Act
+    let audited = invalidate(&auditor, SCHEDULE, Duration::from_millis(3_500))
+        .await
+        .audit;
+
+    // Assert: each batch took over 500 ms and still audited, and the next
+    // waited twice as long: a batch at 0 s, one at 2 s, none at 1 s or 3 s.
+    assert_eq!((audited.batches, audited.failures), (2, 2), "{audited:?}");
+    assert!(audited.audited >= 1, "{audited:?}");
+    assert_findings(&audited, 0);
+}
