@@ -22,28 +22,26 @@ pub async fn handle(
         users.consume_changes(until, &state.changes, &state.telemetry),
         users.audit(until, &state.changes.audit, &state.telemetry),
     );
+    // One line a run: the consumer's counts, then the auditor's (zero when
+    // it is off).
     tracing::info!(
         applied = consumed.applied,
         voided = consumed.voided,
         batches = consumed.batches,
         failures = consumed.failures,
         max_lag_ms = consumed.max_lag_ms,
+        audit_batches = audited.batches,
+        audit_sampled = audited.sampled,
+        audit_statements = audited.statements,
+        audited = audited.audited,
+        inconsistent = audited.inconsistent,
+        repaired = audited.repaired,
+        pending = audited.pending,
+        in_flight = audited.in_flight,
+        changed = audited.changed,
+        audit_failures = audited.failures,
         "change records applied"
     );
-    if audited.batches > 0 {
-        tracing::info!(
-            sampled = audited.sampled,
-            statements = audited.statements,
-            audited = audited.audited,
-            inconsistent = audited.inconsistent,
-            repaired = audited.repaired,
-            pending = audited.pending,
-            in_flight = audited.in_flight,
-            changed = audited.changed,
-            failures = audited.failures,
-            "cache audited"
-        );
-    }
     consumed.audit = audited;
     Ok(consumed)
 }
