@@ -9,6 +9,7 @@
 use crate::measure::BoxError;
 use crate::process::Function;
 use serde::Deserialize;
+use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 use test_support::runtime_stub::RuntimeStub;
@@ -40,6 +41,39 @@ impl Totals {
         self.audit += Audited::deserialize(&answer["audit"])?;
         self.applied += answer["applied"].as_u64().unwrap_or_default();
         Ok(())
+    }
+}
+
+impl Totals {
+    /// Whether the auditor and the checker agree: both found nothing (no
+    /// inconsistent entry, no stale read), or both found something.
+    pub fn agree(&self, stale: u64) -> bool {
+        (stale > 0) == (self.audit.inconsistent > 0)
+    }
+
+    /// The report's section: the counts beside the checker's stale reads.
+    pub fn render(&self, out: &mut String, per_second: u32, stale: u64) {
+        let a = &self.audit;
+        let _ = writeln!(
+            out,
+            "\n### Auditor\n\n`invalidate-cache` with `CACHE_AUDIT_PER_SECOND={per_second}`, {} \
+             runs from the end of the cost phases to the end, beside the consumer ({} change \
+             records applied).\n\n\
+             | audited | inconsistent | repaired | pending (record within D) | in flight \
+             (guarded) | changed between reads | failed batches | checker: stale reads | agree |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---|\n\
+             | {} | {} | {} | {} | {} | {} | {} | {stale} | {} |",
+            self.runs,
+            self.applied,
+            a.audited,
+            a.inconsistent,
+            a.repaired,
+            a.pending,
+            a.in_flight,
+            a.changed,
+            a.failures,
+            if self.agree(stale) { "yes" } else { "NO" },
+        );
     }
 }
 

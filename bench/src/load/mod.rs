@@ -93,7 +93,7 @@ pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
             verdict.stale, verdict.unexplained_404
         ));
     }
-    if !report::agree(verdict, audit) {
+    if !audit.agree(verdict.stale) {
         failed.push(format!(
             "the auditor ({} inconsistent of {} audited) and the checker ({} stale reads) disagree",
             audit.audit.inconsistent, audit.audit.audited, verdict.stale

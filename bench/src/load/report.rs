@@ -260,37 +260,9 @@ fn verdict(out: &mut String, results: &Results) {
             .map_or(String::new(), |first| format!(" (first: {first})")),
         failures
     );
-    let (a, totals) = (&results.audit.audit, &results.audit);
-    let _ = writeln!(
-        out,
-        "\n### Auditor\n\n`invalidate-cache` with `CACHE_AUDIT_PER_SECOND={}`, {} runs from the \
-         end of the cost phases to the end, beside the consumer ({} change records applied).\n\n\
-         | audited | inconsistent | repaired | pending (record within D) | in flight (guarded) | \
-         changed between reads | failed batches | checker: stale reads | agree |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---|\n\
-         | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-        results.options.audit_rate,
-        totals.runs,
-        totals.applied,
-        a.audited,
-        a.inconsistent,
-        a.repaired,
-        a.pending,
-        a.in_flight,
-        a.changed,
-        a.failures,
-        v.stale,
-        if agree(v, totals) { "yes" } else { "NO" },
-    );
-}
-
-/// Whether the auditor and the checker agree: both found nothing, or both
-/// found something.
-pub fn agree(
-    verdict: &crate::load::history::Verdict,
-    audit: &crate::load::auditor::Totals,
-) -> bool {
-    (verdict.stale > 0) == (audit.audit.inconsistent > 0)
+    results
+        .audit
+        .render(out, results.options.audit_rate, results.verdict.stale);
 }
 
 fn cache_mix(phase: &Phase) -> String {
