@@ -6,7 +6,7 @@
 # program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations, or
 # `scripts/bench.sh --only concurrency` for one section (latency, offload,
 # cold-start, memory, footprint, concurrency, hot-key, invalidation,
-# guard-replicas).
+# guard-replicas, audit).
 #
 #   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips;
 #                    skipped as well when `--only` names another section)

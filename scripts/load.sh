@@ -43,8 +43,8 @@ esac
 
 # The functions get a cargo invocation of their own, so that the bench
 # crate's features (the library's test hooks among them) never reach them.
-log "$profile build of the five functions"
-cargo build "${build[@]}" -p create-user -p find-user -p list-users -p update-user -p delete-user
+log "$profile build of the six functions"
+cargo build "${build[@]}" -p create-user -p find-user -p list-users -p update-user -p delete-user -p invalidate-cache
 log "$profile build of the load driver (users-api-bench)"
 cargo build "${build[@]}" -p users-api-bench
 

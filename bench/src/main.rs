@@ -16,6 +16,8 @@
 //!    mix, and what the change records cost an API write.
 //! 10. what `CACHE_GUARD_REPLICAS=1` adds to an update and a delete, against
 //!     a private primary with a replica on loopback.
+//! 11. the auditor's cost per audited entry: Postgres statements and time,
+//!     Redis commands and time.
 //!
 //! Everything lives in one `TestEnv` (its own schema and key prefix), removed
 //! at the end, also when a step fails. Progress goes to stderr, the markdown
@@ -28,6 +30,7 @@
 //! `--out FILE`, `--no-spinner` (see `spinner.rs`), `--only SECTION` (one of
 //! [`SECTIONS`]; the setup runs in full either way).
 
+mod audit;
 mod concurrency;
 mod fixtures;
 mod floor;
@@ -63,7 +66,7 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "latency",
     "offload",
     "cold-start",
@@ -73,6 +76,7 @@ const SECTIONS: [&str; 9] = [
     "hot-key",
     "invalidation",
     "guard-replicas",
+    "audit",
 ];
 
 struct Options {
@@ -264,6 +268,9 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
             scope.spawn(round).join()
         })
         .map_err(|_| "the guard-replicas round panicked")??;
+    }
+    if options.runs("audit") {
+        report.audit = audit::run(options.quick).await?;
     }
     if options.runs("footprint") {
         eprintln!("== footprint");

@@ -42,6 +42,8 @@ pub struct Report {
     pub invalidation: Option<Invalidation>,
     /// What `CACHE_GUARD_REPLICAS=1` adds to a write.
     pub guard_replicas: Vec<Measured>,
+    /// What the auditor costs per audited entry.
+    pub audit: Vec<crate::audit::Cost>,
 }
 
 impl Report {
@@ -95,6 +97,7 @@ impl Report {
             invalidation.render(&mut out);
         }
         crate::guard_replicas::render(&self.guard_replicas, &mut out);
+        crate::audit::render(&self.audit, &mut out);
         out
     }
 

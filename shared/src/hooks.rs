@@ -24,13 +24,16 @@ pub enum Point {
     /// The consumer of the change records between claiming a batch and
     /// voiding its keys.
     BeforeVoid,
+    /// The auditor between its first read of the sampled keys and its
+    /// Postgres statement.
+    BeforeAuditQuery,
 }
 
 /// The pause points of one service instance.
 #[derive(Clone, Default)]
 pub struct Hooks {
     #[cfg(feature = "test-hooks")]
-    pauses: [Option<Arc<PausePoint>>; 4],
+    pauses: [Option<Arc<PausePoint>>; 5],
 }
 
 impl Hooks {

@@ -8,6 +8,7 @@
 
 mod access;
 mod api;
+mod audit;
 mod cache_races;
 mod changes;
 mod conditional;

@@ -475,6 +475,13 @@ fn the_consumer_runs_every_minute_in_overlapping_runs_that_are_never_retried() {
             "{name}: a run works {:?}, so runs do not overlap",
             timeout.saturating_sub(margin)
         );
+        // the auditor runs in it, at the rate the template's parameter sets;
+        assert!(
+            consumer.properties["Environment"]["Variables"]
+                .get("CACHE_AUDIT_PER_SECOND")
+                .is_some(),
+            "{name}: CACHE_AUDIT_PER_SECOND"
+        );
         // and a failed run is not run again, nor a late one started, since
         // the next minute's run takes over: the settings of the alias the
         // rule invokes.

@@ -68,7 +68,8 @@ pub struct Completion {
     pub cache: Option<String>,
     /// Its `ETag` header (`"3"`: the user's version), when it has one.
     pub etag: Option<String>,
-    /// Its `body` (the user's JSON, or an error's).
+    /// Its `body` (the user's JSON, or an error's); the whole answer of a
+    /// function that answers no API Gateway response (`invalidate-cache`).
     pub body: Option<String>,
     /// The snapshot as the answer arrived; empty without
     /// [`RuntimeStub::observing`].
@@ -241,7 +242,7 @@ async fn answer(
     };
     let (request_id, answer) = match route.strip_prefix("invocation/") {
         Some(rest) => match rest.split_once('/') {
-            Some((id, "response")) => (id.to_owned(), Answer::of(&body)),
+            Some((id, "response")) => (id.to_owned(), Answer::of_response(&body)),
             Some((id, "error")) => (id.to_owned(), Answer::default()),
             _ => return Ok(plain(StatusCode::NOT_FOUND, "unknown path")),
         },
@@ -372,6 +373,19 @@ impl Answer {
             body: value["body"].as_str().map(str::to_owned),
         }
     }
+
+    /// What a function posted as its answer: an API Gateway response, or
+    /// any other answer (a scheduled function's), kept whole as the body.
+    fn of_response(body: &[u8]) -> Self {
+        let answer = Self::of(body);
+        if answer.status.is_some() {
+            return answer;
+        }
+        Self {
+            body: Some(String::from_utf8_lossy(body).into_owned()),
+            ..answer
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -486,5 +500,11 @@ mod tests {
         assert_eq!(no_content.cache, None);
         assert_eq!(Answer::of(br#"{"errorType":"x"}"#), Answer::default());
         assert_eq!(Answer::of(b"not json"), Answer::default());
+        let scheduled = Answer::of_response(br#"{"applied":2,"audit":{}}"#);
+        assert_eq!(scheduled.status, None);
+        assert_eq!(
+            scheduled.body.as_deref(),
+            Some(r#"{"applied":2,"audit":{}}"#)
+        );
     }
 }

@@ -15,11 +15,14 @@
 //!
 //! Every answer goes into the history the checker reads at the end
 //! ([`history`]): no find may return a value older than an acknowledged
-//! write. The report (markdown) goes to stdout or `--out`, progress to
+//! write. From the end of the cost phases until the end, the fleet's
+//! `invalidate-cache` environment applies the change records and audits the
+//! cache ([`auditor`]); its counts must agree with the checker's verdict. The report (markdown) goes to stdout or `--out`, progress to
 //! stderr. Everything stays on loopback and is bounded: each phase by its
 //! duration plus a drain limit, the whole run by [`RUN_LIMIT`]; Ctrl-C stops
 //! it, and the environments, the Redis server and the schema go with it.
 
+mod auditor;
 pub mod fleet;
 mod history;
 mod metrics;
@@ -53,6 +56,8 @@ pub struct Results {
     pub load: Option<Phase>,
     pub steps: Vec<Phase>,
     pub verdict: history::Verdict,
+    /// What the fleet's auditor (and consumer) did during the load.
+    pub audit: auditor::Totals,
     /// Keys in the load's Redis at the end, and its `used_memory` in bytes
     /// over that of the empty server.
     pub redis_memory: (u64, u64),
@@ -78,16 +83,26 @@ pub async fn main(args: Vec<String>) -> Result<(), BoxError> {
         None => print!("{text}"),
     }
     // A 5xx under load is reported, not fatal (a write refused when Redis is
-    // slow is the protocol working); a stale read is the guarantee broken.
-    let verdict = &results.verdict;
+    // slow is the protocol working); a stale read is the guarantee broken,
+    // and an auditor that does not see what the checker sees is broken too.
+    let (verdict, audit) = (&results.verdict, &results.audit);
+    let mut failed = Vec::new();
     if verdict.stale > 0 || verdict.unexplained_404 > 0 {
-        return Err(format!(
+        failed.push(format!(
             "the checker found {} stale reads and {} 404s without a delete",
             verdict.stale, verdict.unexplained_404
-        )
-        .into());
+        ));
     }
-    Ok(())
+    if !audit.agree(verdict.stale) {
+        failed.push(format!(
+            "the auditor ({} inconsistent of {} audited) and the checker ({} stale reads) disagree",
+            audit.audit.inconsistent, audit.audit.audited, verdict.stale
+        ));
+    }
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(failed.join("; ").into()),
+    }
 }
 
 async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxError> {
@@ -137,6 +152,11 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
     );
     let (done, mut outcomes) = mpsc::unbounded_channel();
     let mut fleet = Fleet::start(&options.bin_dir, shape, &env, done).await?;
+    if options.break_invalidation {
+        // Nor does the broken deployment leave change records for the
+        // consumer to void the finds' keys with.
+        servers.disable_change_records().await?;
+    }
     let pids = fleet.pids();
     let mut redis = servers.redis().await?;
     let (_, empty_memory) = metrics::memory(&mut redis).await?;
@@ -202,6 +222,11 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
         cost_phases.push(phase::run(&mut stage, "delete", traffic, next_seed()).await?);
     }
 
+    eprintln!(
+        "== the auditor: invalidate-cache, CACHE_AUDIT_PER_SECOND={}, in runs of a few seconds",
+        options.audit_rate
+    );
+    let auditor = auditor::Auditor::start(&options.bin_dir, &env, options.audit_rate).await?;
     let mut load = None;
     if options.duration > Duration::ZERO {
         eprintln!(
@@ -243,6 +268,7 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
             rate = (rate * saturate.factor).round();
         }
     }
+    let audit = auditor.stop().await?;
     if !fleet.alive() {
         return Err("an environment exited during the run".into());
     }
@@ -256,6 +282,7 @@ async fn run(servers: &setup::Servers, options: Options) -> Result<Results, BoxE
         load,
         steps,
         verdict,
+        audit,
         redis_memory,
     })
 }

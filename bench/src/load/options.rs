@@ -23,13 +23,17 @@ users-api-bench load [options]
   --step-seconds S   seconds per step (15)
   --p99-ms MS        the p99 bound (50)
   --max-steps N      at most this many steps (10)
+  --audit-rate N     CACHE_AUDIT_PER_SECOND of the fleet's invalidate-cache, which runs
+                     from the end of the cost phases to the end (100)
   --seed N           the generator's seed
   --bin-dir DIR      the release function binaries (default: beside this one)
   --out FILE         the markdown report (default: stdout)
   --smoke            a few seconds with few environments, for CI
-  --break-invalidation  give the write functions another CACHE_KEY_PREFIX, so that
-                     their writes leave the finds' entries in place: the checker
-                     must then report stale reads (the run fails)";
+  --break-invalidation  give the write functions another CACHE_KEY_PREFIX, and turn
+                     the change records' trigger off, so that their writes leave
+                     the finds' entries in place: the checker must then report
+                     stale reads, and the auditor inconsistent entries (the run
+                     fails)";
 
 pub struct Saturate {
     pub start: f64,
@@ -51,6 +55,7 @@ pub struct Options {
     pub costs: usize,
     pub cost_rate: f64,
     pub saturate: Option<Saturate>,
+    pub audit_rate: u32,
     pub seed: u64,
     pub bin_dir: PathBuf,
     pub out: Option<PathBuf>,
@@ -74,6 +79,7 @@ impl Options {
             costs: 2_000,
             cost_rate: 400.0,
             saturate: None,
+            audit_rate: 100,
             seed: 0x10ad_0001,
             bin_dir: std::env::current_exe()?
                 .parent()
@@ -123,6 +129,7 @@ impl Options {
                 "--step-seconds" => saturate.step = Duration::from_secs(value()?.parse()?),
                 "--p99-ms" => saturate.bound = Duration::from_millis(value()?.parse()?),
                 "--max-steps" => saturate.max_steps = value()?.parse()?,
+                "--audit-rate" => options.audit_rate = value()?.parse()?,
                 "--seed" => options.seed = value()?.parse()?,
                 "--bin-dir" => options.bin_dir = value()?.into(),
                 "--out" => options.out = Some(value()?.into()),

@@ -64,7 +64,7 @@ fn run(out: &mut String, results: &Results) {
             "function settings",
             if o.break_invalidation {
                 "BROKEN ON PURPOSE (--break-invalidation): the write functions use another \
-                 CACHE_KEY_PREFIX than find-user"
+                 CACHE_KEY_PREFIX than find-user, and the change records' trigger is off"
             } else {
                 "code defaults (as the template), own database schema, CACHE_KEY_PREFIX and \
                  redis-server"
@@ -260,6 +260,9 @@ fn verdict(out: &mut String, results: &Results) {
             .map_or(String::new(), |first| format!(" (first: {first})")),
         failures
     );
+    results
+        .audit
+        .render(out, results.options.audit_rate, results.verdict.stale);
 }
 
 fn cache_mix(phase: &Phase) -> String {

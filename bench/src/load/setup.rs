@@ -66,6 +66,16 @@ impl Servers {
         Ok(())
     }
 
+    /// Turns the trigger that records every change off, for
+    /// `--break-invalidation`: then neither the writes nor the consumer void
+    /// the finds' keys.
+    pub async fn disable_change_records(&self) -> Result<(), BoxError> {
+        let pg = connect(&self.database_url).await?;
+        pg.batch_execute("ALTER TABLE users DISABLE TRIGGER users_record_change")
+            .await?;
+        Ok(())
+    }
+
     pub async fn redis(&self) -> Result<redis::aio::MultiplexedConnection, BoxError> {
         let client = redis::Client::open(self.redis_url.as_str())?;
         Ok(client.get_multiplexed_async_connection().await?)

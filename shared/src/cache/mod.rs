@@ -11,14 +11,17 @@
 //!   server answers as no primary;
 //! - here, [`UserCache`]: what the service asks of the cache; in
 //!   [`write`], what writes ask of it: the guard, the release, and the
-//!   voiding of keys changed outside the API and of the other formats' keys.
+//!   voiding of keys changed outside the API and of the other formats' keys;
+//!   in [`audit`], what the auditor reads: keys' raw values.
 
+mod audit;
 mod connection;
 mod lease;
 pub(crate) mod protocol;
 mod standalone;
 mod write;
 
+pub use audit::Held;
 pub use connection::CacheError;
 pub use lease::{Lease, WriteGuard, draw};
 pub use protocol::Cached;

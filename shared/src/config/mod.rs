@@ -48,6 +48,20 @@ pub struct ChangesConfig {
     /// The consumer claims no new batch this close to its invocation's
     /// deadline, so that it ends by itself.
     pub stop_before_deadline: Duration,
+    /// The auditor that runs beside the consumer.
+    pub audit: AuditConfig,
+}
+
+/// How the auditor in `invalidate-cache` samples the cache against Postgres
+/// (docs/cache.md, "Auditor").
+#[derive(Clone, Copy, Debug)]
+pub struct AuditConfig {
+    /// Entries sampled per second; zero turns the auditor off.
+    pub per_second: u32,
+    /// The bound D: an entry superseded by a change recorded less than this
+    /// ago may still be voided by the consumer, so it is not a finding; ids
+    /// the consumer voided are audited again this long after.
+    pub bound: Duration,
 }
 
 #[derive(Clone)]
@@ -266,6 +280,10 @@ impl Config {
                 batch_size: env.parse("CHANGES_BATCH_SIZE", 500)?,
                 rescan: env.millis("CHANGES_RESCAN_MS", 1000)?,
                 stop_before_deadline: env.millis("CHANGES_STOP_BEFORE_DEADLINE_MS", 3000)?,
+                audit: AuditConfig {
+                    per_second: env.count("CACHE_AUDIT_PER_SECOND", 5)?,
+                    bound: env.millis("CACHE_AUDIT_BOUND_MS", 1000)?,
+                },
             },
         })
     }

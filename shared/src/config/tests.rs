@@ -148,6 +148,8 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "CHANGES_BATCH_SIZE" => config.changes.batch_size.to_string(),
         "CHANGES_RESCAN_MS" => ms(config.changes.rescan),
         "CHANGES_STOP_BEFORE_DEADLINE_MS" => ms(config.changes.stop_before_deadline),
+        "CACHE_AUDIT_PER_SECOND" => config.changes.audit.per_second.to_string(),
+        "CACHE_AUDIT_BOUND_MS" => ms(config.changes.audit.bound),
         _ => return None,
     })
 }

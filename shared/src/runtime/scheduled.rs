@@ -34,9 +34,11 @@ where
 {
     lambda_http::tracing::init_default_subscriber();
     let mut config = Config::from_env()?;
-    // One claim and one backlog query at a time per run, whatever the
-    // environment's concurrency would give the HTTP functions.
-    config.postgres.pool_max_size = config.postgres.pool_max_size.min(2);
+    // One claim and one backlog query at a time per run, and the auditor's
+    // statement when it is on, whatever the environment's concurrency would
+    // give the HTTP functions.
+    let auditor = usize::from(config.changes.audit.per_second > 0);
+    config.postgres.pool_max_size = config.postgres.pool_max_size.min(2 + auditor);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -40,6 +40,8 @@ pub struct Consumed {
     pub failures: u64,
     /// The longest time from a change's statement to its key being voided.
     pub max_lag_ms: u64,
+    /// What the auditor beside it did (`audit.rs`).
+    pub audit: super::Audited,
 }
 
 impl UserService {
@@ -126,6 +128,11 @@ impl UserService {
                 .unwrap_or_default();
             let applied = batch.changes.len() as u64;
             batch.commit().await?;
+            if config.audit.per_second > 0 {
+                // Look again once they should have stayed voided for D.
+                self.recent
+                    .push(&users, Instant::now() + config.audit.bound);
+            }
             consumed.applied += applied;
             consumed.voided += users.len() as u64;
             consumed.batches += 1;

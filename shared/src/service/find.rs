@@ -114,7 +114,7 @@ impl Resolved {
 
 /// Milliseconds since the epoch, the clock entries are stamped with
 /// (docs/cache.md, "Clocks").
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

@@ -13,17 +13,22 @@
 //! - `list`, here;
 //! - [`consume_changes`](UserService::consume_changes) (`changes.rs`): the
 //!   consumer of the change records, which voids the keys of users changed
-//!   by any writer, the API or not.
+//!   by any writer, the API or not;
+//! - [`audit`](UserService::audit) (`audit.rs`): the auditor beside the
+//!   consumer, which samples cached users against Postgres and voids the
+//!   entries that break the guarantee.
 //!
 //! Together they guarantee that once `update` or `delete` has returned
 //! success, no later `find` returns the previous value: docs/cache.md.
 
+mod audit;
 mod changes;
 pub(crate) mod decide;
 mod find;
 mod flight;
 mod write;
 
+pub use audit::Audited;
 pub use changes::Consumed;
 pub use decide::EagerRefresh;
 pub use find::Found;
@@ -60,6 +65,8 @@ pub struct UserService {
     fail_safe_timeout: Duration,
     /// The finds in flight in this process, shared by the service's clones.
     flights: Arc<Flights<Uuid, Arc<find::Resolved>>>,
+    /// Users the consumer voided, for the auditor to look at again.
+    recent: Arc<audit::Recent>,
     hooks: Hooks,
 }
 
@@ -75,6 +82,7 @@ impl UserService {
             },
             fail_safe_timeout: config.fail_safe_timeout,
             flights: Arc::new(Flights::new()),
+            recent: Arc::default(),
             hooks: Hooks::default(),
         }
     }

@@ -11,11 +11,13 @@
 //! statement retried once on a fresh one.
 
 mod attempt;
+mod audit;
 mod changes;
 mod keyed;
 mod sql;
 mod write;
 
+pub use audit::Sampled;
 pub use changes::{Change, ChangeListener, ClaimedChanges};
 pub use keyed::Keyed;
 pub use write::Write;
@@ -182,6 +184,14 @@ impl UserStore {
             client.query(&statement, &[&after, &limit]).await
         })?;
         Ok(rows.iter().map(to_user).collect())
+    }
+
+    /// Runs `sql` for all its rows, bounded and retried as any statement.
+    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, ApiError> {
+        on_connection!(self, |client| {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        })
     }
 
     async fn query_opt(
