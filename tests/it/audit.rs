@@ -450,3 +450,30 @@ async fn an_auditor_whose_redis_answers_slowly_backs_off() {
     assert!(audited.audited >= 1, "{audited:?}");
     assert_findings(&audited, 0);
 }
+
+#[tokio::test]
+async fn an_auditor_whose_postgres_refuses_backs_off_and_ends_by_its_deadline() {
+    // Arrange: a cached user; the auditor's (and its consumer's) Postgres
+    // behind a proxy that refuses connections, its Redis as it is.
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, "pg-down@example.com", "Down").await;
+    found(&env.state, id).await;
+    applied_before(&env).await;
+    let proxy = FaultProxy::start(env.postgres_addr()).await;
+    let url = env.database_url_through(proxy.port);
+    let auditor = env.instance(&[("DATABASE_URL", &url)]).await;
+    proxy.set(Mode::Reset);
+    let run_for = Duration::from_millis(3_500);
+
+    // Act
+    let started = Instant::now();
+    let audited = invalidate(&auditor, SCHEDULE, run_for).await.audit;
+    let ran = started.elapsed();
+
+    // Assert: a failed batch at 0 s, the next after 2 s, then a wait of 4 s
+    // that the deadline cuts; nothing judged, nothing voided.
+    assert_eq!((audited.batches, audited.failures), (2, 2), "{audited:?}");
+    assert_eq!((audited.audited, audited.repaired), (0, 0), "{audited:?}");
+    assert!(ran < run_for + Duration::from_millis(500), "ran {ran:?}");
+    assert!(raw(&env, id).await.is_some(), "the entry was left alone");
+}
