@@ -41,7 +41,7 @@ use scenario::{FRESH, KEEP, Outcome};
 use stateright::{Checker, HasDiscoveries, Model, Property};
 use std::time::{Duration, Instant};
 use system::{Action, Postgres, Redis, State, may_tick};
-use trace::Log;
+use trace::{Effect, Log};
 use write::{Consumer, Writer};
 
 /// The properties, by name.
@@ -72,12 +72,12 @@ impl Protocol {
                 (FILLS_AFTER_WRITE, None) => examples_missing.push(property.name),
                 (FILLS_AFTER_WRITE, Some(_)) => {}
                 (name, Some(path)) if violation.is_none() => {
-                    let states = path.clone().into_states();
-                    let actions = path.into_actions();
+                    let initial = path.clone().into_states().swap_remove(0);
+                    let steps = checker.model().replay(&initial, &path.into_actions());
                     violation = Some(Counterexample {
                         property: name,
-                        initial: states[0].clone(),
-                        actions,
+                        initial,
+                        steps,
                     });
                 }
                 _ => {}
@@ -106,11 +106,12 @@ pub struct Report {
     pub examples_missing: Vec<&'static str>,
 }
 
-/// A path to a state that breaks a property.
+/// A path to a state that breaks a property: its initial state, then each
+/// step with what it did and the state after it.
 pub struct Counterexample {
     pub property: &'static str,
     pub initial: State,
-    pub actions: Vec<Action>,
+    pub steps: Vec<(Action, Vec<Effect>, State)>,
 }
 
 impl Model for Protocol {
@@ -271,7 +272,8 @@ mod tests {
         // and release, and a find hits the entry they replaced.
         let counterexample = report.violation.expect("a counterexample");
         assert_eq!(counterexample.property, NO_STALE_READ);
-        assert!(counterexample.actions.contains(&Action::Failover));
+        let failover = |(action, ..): &(Action, _, _)| *action == Action::Failover;
+        assert!(counterexample.steps.iter().any(failover));
     }
 
     #[test]

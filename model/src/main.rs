@@ -22,7 +22,6 @@ fn main() -> ExitCode {
         if broken.is_some_and(|broken| broken.scenario() != scenario.name) {
             continue;
         }
-        let protocol = Protocol::new(scenario.clone(), broken);
         let report = Protocol::new(scenario, broken).check();
         print_report(&report);
         if let Some(counterexample) = &report.violation {
@@ -34,8 +33,7 @@ fn main() -> ExitCode {
                 key_text(initial.redis.primary()),
                 initial.postgres.version
             );
-            let steps = protocol.replay(initial, &counterexample.actions);
-            for (number, (action, effects, state)) in steps.iter().enumerate() {
+            for (number, (action, effects, state)) in counterexample.steps.iter().enumerate() {
                 let what: Vec<String> = effects.iter().map(ToString::to_string).collect();
                 let what = if what.is_empty() {
                     format!("{action:?}")

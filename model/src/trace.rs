@@ -57,10 +57,13 @@ pub enum Effect {
         who: Who,
         version: u8,
     },
+    /// A find's answer, what it had to answer at least, and the newest
+    /// version it read from Postgres itself.
     Answered {
         who: Who,
         answer: Answer,
         required: u8,
+        read: u8,
     },
     Joined {
         who: Who,
@@ -168,6 +171,7 @@ impl fmt::Display for Effect {
                 who,
                 answer,
                 required,
+                ..
             } => {
                 let answer = match answer {
                     Answer::User(version) => format!("user v{version}"),

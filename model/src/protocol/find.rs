@@ -29,9 +29,9 @@ impl Protocol {
                     who,
                     required: find.required,
                 });
-                self.lookup(state, &mut find, token, outcome, log)
+                self.lookup(state, &mut find, who, token, outcome, log)
             }
-            Phase::Lookup => self.lookup(state, &mut find, token, outcome, log),
+            Phase::Lookup => self.lookup(state, &mut find, who, token, outcome, log),
             Phase::TakeRefresh { entry, early } => {
                 let kept = Entry {
                     refreshing: None,
@@ -178,6 +178,7 @@ impl Protocol {
                 who,
                 answer,
                 required: find.required,
+                read: find.read,
             });
         }
         state.finds[usize::from(index)] = find;
@@ -188,11 +189,11 @@ impl Protocol {
         &self,
         state: &mut State,
         find: &mut Find,
+        who: Who,
         token: Token,
         outcome: Outcome,
         log: &mut Log,
     ) -> Phase {
-        let who = Who::Find(find_index(token));
         let op = Op::Lookup {
             token,
             lease: LEASE,
@@ -251,10 +252,6 @@ impl Protocol {
 fn answer(find: &mut Find, answer: Answer) -> Phase {
     find.answer = Some(answer);
     Phase::Done
-}
-
-fn find_index(token: Token) -> u8 {
-    token / 16
 }
 
 fn step_name(step: &Step) -> &'static str {
