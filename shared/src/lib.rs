@@ -52,8 +52,8 @@ pub use state::AppState;
 #[cfg(feature = "test-hooks")]
 pub mod testing {
     pub use crate::cache::protocol::{
-        COMPARE_AND_SET_SCRIPT, GUARD_SCRIPT, LEASE, REFRESHING, RELEASE_SCRIPT, Stored, TOKEN_LEN,
-        decode, encode_not_found, encode_refreshing, encode_user, lookup_command,
+        COMPARE_AND_SET_SCRIPT, GUARD_SCRIPT, LEASE, RELEASE_SCRIPT, Stored, TOKEN_LEN, decode,
+        encode_not_found, encode_refreshing, encode_user, lookup_command,
     };
     pub use crate::service::decide::{Due, Moment, Policy, Step, next_step};
 

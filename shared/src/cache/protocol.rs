@@ -34,7 +34,7 @@ const NEXT_FORMAT_VERSION: &str = "v6";
 /// A user: `v{stored ms}:{fresh ms}:{version}:{owner length}:{owner}{body}`.
 const VALUE: u8 = b'v';
 /// A user being refreshed: `r{lease deadline ms}:{token}` + the user's value.
-pub const REFRESHING: u8 = b'r';
+pub(crate) const REFRESHING: u8 = b'r';
 /// The length of a token after its tag (`lease.rs`).
 pub const TOKEN_LEN: usize = 24;
 /// No such user.
