@@ -9,7 +9,10 @@
 //! moves to the new version as `DeploymentType` says, rolled back by the
 //! stack's alarms; only the five of the API may be invoked by API Gateway,
 //! and the sixth, `invalidate-cache`, is started every minute in runs that
-//! overlap; the security settings the issue asks for are there.
+//! overlap; the security settings the issue asks for are there; tracing is off
+//! unless the `Tracing` parameter turns it on, which gives every function the
+//! collector layer, its endpoint, X-Ray active tracing and the role's X-Ray
+//! permissions, and which a stack without a collector layer refuses.
 //!
 //! Without cfn-lint, or the Python beside it that has the translator
 //! (`scripts/test.sh` puts both on PATH), the lint tests print a notice and pass
@@ -31,6 +34,14 @@ const MANAGED_INSTANCES: &str = "template-lmi.yaml";
 const CONSUMER: &str = "invalidate-cache";
 /// The alias everything invokes (docs/deploy.md, "Gradual deployments").
 const ALIAS: &str = "live";
+/// A collector layer, as `TracingCollectorLayerArn` takes it (docs/deploy.md,
+/// "Traces").
+const COLLECTOR_LAYER: &str =
+    "arn:aws:lambda:us-east-1:901920570463:layer:aws-otel-collector-arm64-ver-0-117-0:1";
+/// Where that layer receives OTLP/HTTP.
+const COLLECTOR_ENDPOINT: &str = "http://localhost:4318";
+/// The AWS managed policy that lets Lambda and the collector write to X-Ray.
+const XRAY_POLICY: &str = "arn:${AWS::Partition}:iam::aws:policy/AWSXRayDaemonWriteAccess";
 
 fn template(name: &str) -> String {
     std::fs::read_to_string(repository_file(name)).expect("read the template")
@@ -202,6 +213,109 @@ fn naming<'a>(translated: &'a Value, kind: &str, target: &str) -> Vec<&'a Value>
                     targets.iter().any(|target| arns.contains(&target["Arn"]))
                 })
         })
+        .collect()
+}
+
+/// The template with these parameter values, the others at their defaults, as
+/// CloudFormation would deploy it: each `Fn::If` resolved by its condition,
+/// and what resolves to `AWS::NoValue` left out.
+fn with_parameters(translated: &Value, given: &[(&str, &str)]) -> Value {
+    let parameters = parameter_values(translated, given);
+    let holds = |condition: &Value| holds(translated, &parameters, condition);
+    resolve(translated, &holds).expect("the template itself is a value")
+}
+
+/// The value of each parameter: the given one, or its default.
+fn parameter_values(translated: &Value, given: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let defaults = translated["Parameters"]
+        .as_object()
+        .expect("Parameters")
+        .iter()
+        .filter_map(|(name, parameter)| Some((name.clone(), text(parameter.get("Default")?))));
+    let given = given
+        .iter()
+        .map(|&(name, value)| (name.to_owned(), value.to_owned()));
+    defaults.chain(given).collect()
+}
+
+/// A scalar as CloudFormation compares it: as text.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| value.to_string(), str::to_owned)
+}
+
+/// Whether a condition, a rule's condition or an assertion holds with these
+/// parameter values; the functions the templates use, and only those.
+fn holds(translated: &Value, parameters: &BTreeMap<String, String>, condition: &Value) -> bool {
+    let holds = |condition: &Value| holds(translated, parameters, condition);
+    let operand = |value: &Value| match value["Ref"].as_str() {
+        Some(name) => parameters
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no value for the parameter {name}")),
+        None => text(value),
+    };
+    let (function, arguments) = condition
+        .as_object()
+        .and_then(|object| object.iter().next())
+        .unwrap_or_else(|| panic!("not a condition: {condition}"));
+    match (function.as_str(), arguments) {
+        ("Fn::Equals", Value::Array(pair)) => operand(&pair[0]) == operand(&pair[1]),
+        ("Fn::Not", Value::Array(one)) => !holds(&one[0]),
+        ("Fn::And", Value::Array(all)) => all.iter().all(holds),
+        ("Fn::Or", Value::Array(any)) => any.iter().any(holds),
+        ("Condition", Value::String(name)) => holds(&translated["Conditions"][name]),
+        _ => panic!("a condition this test cannot evaluate: {condition}"),
+    }
+}
+
+/// `value` with each `Fn::If` resolved; `None` for `AWS::NoValue`.
+fn resolve(value: &Value, holds: &dyn Fn(&Value) -> bool) -> Option<Value> {
+    match value {
+        Value::Object(object) => {
+            if let Some(Value::Array(branches)) = object.get("Fn::If") {
+                let condition = json!({ "Condition": branches[0] });
+                let branch = if holds(&condition) {
+                    &branches[1]
+                } else {
+                    &branches[2]
+                };
+                return resolve(branch, holds);
+            }
+            if object.get("Ref") == Some(&json!("AWS::NoValue")) {
+                return None;
+            }
+            let resolved = object
+                .iter()
+                .filter_map(|(key, value)| Some((key.clone(), resolve(value, holds)?)))
+                .collect();
+            Some(Value::Object(resolved))
+        }
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .filter_map(|item| resolve(item, holds))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+/// The rules' assertions that fail with these parameter values (those of the
+/// rules whose condition holds), by description: a stack CloudFormation
+/// refuses to create or update, before it changes anything.
+fn refused(translated: &Value, given: &[(&str, &str)]) -> Vec<String> {
+    let parameters = parameter_values(translated, given);
+    let holds = |condition: &Value| holds(translated, &parameters, condition);
+    translated["Rules"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, rule)| rule.get("RuleCondition").is_none_or(holds))
+        .flat_map(|(_, rule)| rule["Assertions"].as_array().into_iter().flatten())
+        .filter(|assertion| !holds(&assertion["Assert"]))
+        .map(|assertion| text(&assertion["AssertDescription"]))
         .collect()
 }
 
@@ -491,6 +605,127 @@ fn the_consumer_runs_every_minute_in_overlapping_runs_that_are_never_retried() {
         assert!(
             invoke_configs[0]["MaximumEventAgeInSeconds"].as_u64() <= Some(60),
             "{name}: an event older than the schedule's minute is dropped"
+        );
+    }
+}
+
+/// What tracing sets on one function of a deployed template: its X-Ray mode,
+/// whether the collector layer is among its layers, and its collector
+/// endpoint.
+fn tracing_of<'a>(function: &Function<'a>) -> (&'a str, bool, Option<&'a str>) {
+    let collector = json!({ "Ref": "TracingCollectorLayerArn" });
+    (
+        function.properties["TracingConfig"]["Mode"]
+            .as_str()
+            .unwrap_or("none"),
+        function.properties["Layers"]
+            .as_array()
+            .is_some_and(|layers| layers.contains(&collector)),
+        function.properties["Environment"]["Variables"]["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+    )
+}
+
+/// Whether the functions' role may write to X-Ray in a deployed template.
+fn role_writes_traces(deployed: &Value) -> bool {
+    deployed["Resources"]["FunctionRole"]["Properties"]["ManagedPolicyArns"]
+        .as_array()
+        .is_some_and(|policies| policies.contains(&json!({ "Fn::Sub": XRAY_POLICY })))
+}
+
+#[test]
+fn tracing_is_off_by_default_without_collector_endpoint_or_x_ray_segments() {
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange
+        let Some(translated) = translate(name) else {
+            return;
+        };
+
+        // Act: every parameter at its default.
+        let deployed = with_parameters(&translated, &[]);
+
+        // Assert
+        assert_eq!(
+            translated["Parameters"]["Tracing"]["Default"], "Off",
+            "{name}"
+        );
+        for function in functions(&deployed) {
+            assert_eq!(
+                tracing_of(&function),
+                ("PassThrough", false, None),
+                "{name}: {}",
+                function.binary
+            );
+        }
+        assert!(!role_writes_traces(&deployed), "{name}");
+        assert!(refused(&translated, &[]).is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn tracing_on_gives_every_function_the_collector_beside_its_layers_its_endpoint_and_active_tracing()
+{
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange: with a secret, so that the function has the secrets
+        // extension's layer, and the RDS CA bundle's, to keep.
+        let Some(translated) = translate(name) else {
+            return;
+        };
+        let secret = (
+            "DatabaseSecretArn",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf",
+        );
+        let on = [
+            ("Tracing", "On"),
+            ("TracingCollectorLayerArn", COLLECTOR_LAYER),
+            secret,
+        ];
+
+        // Act
+        let deployed = with_parameters(&translated, &on);
+        let untraced = with_parameters(&translated, &[secret]);
+
+        // Assert
+        assert!(refused(&translated, &on).is_empty(), "{name}");
+        assert!(role_writes_traces(&deployed), "{name}");
+        let untraced = functions(&untraced);
+        for function in functions(&deployed) {
+            let binary = function.binary;
+            assert_eq!(
+                tracing_of(&function),
+                ("Active", true, Some(COLLECTOR_ENDPOINT)),
+                "{name}: {binary}"
+            );
+            let before = untraced
+                .iter()
+                .find(|before| before.name == function.name)
+                .expect("the same functions");
+            let mut layers = before.properties["Layers"].clone();
+            assert_eq!(layers.as_array().map(Vec::len), Some(2), "{name}: {binary}");
+            layers
+                .as_array_mut()
+                .expect("layers")
+                .push(json!({ "Ref": "TracingCollectorLayerArn" }));
+            assert_eq!(function.properties["Layers"], layers, "{name}: {binary}");
+        }
+    }
+}
+
+#[test]
+fn a_stack_with_tracing_on_and_no_collector_layer_is_refused() {
+    for name in [LAMBDA, MANAGED_INSTANCES] {
+        // Arrange
+        let Some(translated) = translate(name) else {
+            return;
+        };
+
+        // Act
+        let refusals = refused(&translated, &[("Tracing", "On")]);
+
+        // Assert
+        assert_eq!(refusals.len(), 1, "{name}: {refusals:?}");
+        assert!(
+            refusals[0].contains("TracingCollectorLayerArn"),
+            "{name}: the refusal names the missing parameter: {refusals:?}"
         );
     }
 }
