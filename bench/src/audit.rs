@@ -75,7 +75,7 @@ pub async fn run(quick: bool) -> Result<Vec<Cost>, BoxError> {
             bound: Duration::from_secs(1),
         };
         let until = Instant::now() + Duration::from_secs(seconds);
-        let outbox = Outbox::new(None);
+        let outbox = Outbox::new(None, None);
         let (audited, measured) = measure(env.state.users.audit(until, &config, &outbox)).await;
         let stats: String = redis::cmd("INFO")
             .arg("commandstats")

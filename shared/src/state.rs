@@ -9,7 +9,7 @@ use crate::http::{self, Route};
 use crate::secrets;
 use crate::service::UserService;
 use crate::store::UserStore;
-use crate::telemetry::{self, Outbox, Record};
+use crate::telemetry::{self, Outbox, Record, trace};
 use lambda_http::{Body, Request, RequestExt, Response, tracing};
 use std::future::Future;
 use std::time::Instant;
@@ -63,7 +63,7 @@ impl AppState {
         Ok(Self {
             users: UserService::new(store, cache, &config.cache),
             limits: config.limits,
-            telemetry: Outbox::new(config.metrics_namespace.clone()),
+            telemetry: Outbox::new(config.metrics_namespace.clone(), config.traces.as_ref()),
             local_auth_headers: config.local_auth_headers,
             changes: config.changes,
         })
@@ -93,10 +93,14 @@ impl AppState {
         let started = Instant::now();
         let (result, measured) = telemetry::measure(work).await;
         let response = result.unwrap_or_else(|error| http::error_response(&error));
+        let context = request.lambda_context_ref();
         self.telemetry.submit(Record {
-            request_id: request
-                .lambda_context_ref()
+            request_id: context
                 .map_or_else(|| "-".to_owned(), |context| context.request_id.clone()),
+            xray_trace_id: context
+                .and_then(|context| context.xray_trace_id.as_deref())
+                .and_then(trace::root_of)
+                .map(str::to_owned),
             route: route.name,
             function: route.function,
             status: response.status().as_u16(),

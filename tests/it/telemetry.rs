@@ -18,6 +18,7 @@ fn a_request_is_one_json_record_with_id_route_status_cache_and_latency() {
     // Act
     Record {
         request_id: "8f1c2a4e-req".to_owned(),
+        xray_trace_id: Some("1-67cef5e4-8ddab48fb765b86d4e572b04".to_owned()),
         route: "GET /users/{id}",
         function: "find-user",
         status: 200,
@@ -36,6 +37,10 @@ fn a_request_is_one_json_record_with_id_route_status_cache_and_latency() {
     assert_eq!(record["level"], "INFO");
     let fields = &record["fields"];
     assert_eq!(fields["request_id"], "8f1c2a4e-req");
+    assert_eq!(
+        fields["xray_trace_id"],
+        "1-67cef5e4-8ddab48fb765b86d4e572b04"
+    );
     assert_eq!(fields["route"], "GET /users/{id}");
     assert_eq!(fields["status"], 200);
     assert_eq!(fields["cache"], "hit");

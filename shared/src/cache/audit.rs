@@ -4,6 +4,7 @@
 //! Redis Cluster: no `MGET` across slots, no `SCAN`), and what such a value
 //! holds, read with the protocol's own decoder.
 
+use super::connection::Op;
 use super::protocol::{self, Stored};
 use super::{CacheError, UserCache};
 use uuid::Uuid;
@@ -44,9 +45,14 @@ impl UserCache {
     /// sooner. `Err` when any read failed.
     pub async fn peek(&self, ids: &[Uuid]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
         let reads = ids.iter().map(|id| {
+            let key = self.key(*id);
             let mut get = redis::cmd("GET");
-            get.arg(self.key(*id));
-            async move { self.redis.query::<Option<Vec<u8>>>(&get).await }
+            get.arg(&key);
+            async move {
+                self.redis
+                    .query::<Option<Vec<u8>>>(Op::on("GET", &key), &get)
+                    .await
+            }
         });
         futures_util::future::try_join_all(reads).await
     }

@@ -76,6 +76,39 @@ enum Active {
     Cluster(ClusterConnection),
 }
 
+/// What one call sends, as its span names it: the command or script, and
+/// the key it works on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Op<'a> {
+    /// `PING`, `GET`, `DEL`, or what a script does: `lookup`,
+    /// `compare_and_set`, `guard`, `release`.
+    pub name: &'static str,
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Op<'a> {
+    pub(crate) fn on(name: &'static str, key: &'a str) -> Self {
+        Self {
+            name,
+            key: Some(key),
+        }
+    }
+
+    /// The span's attributes: never the key's id or any value sent, only
+    /// the key's prefix (the part before the id: `users-api:v5:user:`).
+    fn attributes(self) -> Vec<(&'static str, telemetry::trace::Value)> {
+        let mut attributes = vec![
+            ("db.system", "redis".into()),
+            ("db.system.name", "redis".into()),
+            ("db.operation.name", self.name.into()),
+        ];
+        if let Some((prefix, _)) = self.key.and_then(|key| key.rsplit_once(':')) {
+            attributes.push(("users_api.key_prefix", format!("{prefix}:").into()));
+        }
+        attributes
+    }
+}
+
 impl Redis {
     /// Creates the client without waiting for Redis: a cold start while
     /// Redis is down must still succeed.
@@ -119,19 +152,28 @@ impl Redis {
         })
     }
 
-    /// Sends `command` through [`Redis::call`].
-    pub(crate) async fn query<T: FromRedisValue>(&self, command: &Cmd) -> Result<T, CacheError> {
-        self.call(|mut connection| async move { command.query_async(&mut connection).await })
-            .await
+    /// Sends `command` (`op`) through [`Redis::call`].
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        op: Op<'_>,
+        command: &Cmd,
+    ) -> Result<T, CacheError> {
+        self.call(op, |mut connection| async move {
+            command.query_async(&mut connection).await
+        })
+        .await
     }
 
-    /// Runs a script `invocation` through [`Redis::call`].
+    /// Runs a script `invocation` (`op`) through [`Redis::call`].
     pub(crate) async fn invoke<T: FromRedisValue>(
         &self,
+        op: Op<'_>,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T, CacheError> {
-        self.call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
-            .await
+        self.call(op, |mut connection| async move {
+            invocation.invoke_async(&mut connection).await
+        })
+        .await
     }
 
     /// Runs `script`, whose `EVALSHA` is `call`, then, when `replicas` is not
@@ -146,6 +188,7 @@ impl Redis {
     /// the write is on the primary all the same.
     pub(crate) async fn run_replicated<T: FromRedisValue>(
         &self,
+        op: Op<'_>,
         script: &Script,
         call: Cmd,
         replicas: u32,
@@ -157,7 +200,7 @@ impl Redis {
         }
         let pipeline = &pipeline;
         let values: Vec<Value> = self
-            .call(|mut connection| async move {
+            .call(op, |mut connection| async move {
                 match pipeline.query_async(&mut connection).await {
                     Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                         script.load_async(&mut connection).await?;
@@ -190,7 +233,7 @@ impl Redis {
     /// connection; every call of the cache is safe to repeat. A call answered
     /// by a server that is no primary (any more) is not retried: its
     /// connection is dropped, and the next call reconnects.
-    async fn call<T, F, Fut>(&self, command: F) -> Result<T, CacheError>
+    async fn call<T, F, Fut>(&self, op: Op<'_>, command: F) -> Result<T, CacheError>
     where
         F: Fn(Active) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -220,6 +263,7 @@ impl Redis {
             other => other,
         };
         telemetry::record_redis(started.elapsed());
+        telemetry::trace::record_client(op.name, started, result.is_err(), || op.attributes());
         result
     }
 

@@ -27,10 +27,16 @@ pub use lease::{Lease, WriteGuard, draw};
 pub use protocol::Cached;
 
 use crate::config::{CacheConfig, RedisConfig};
-use connection::Redis;
+use connection::{Op, Redis};
 use protocol::{COMPARE_AND_SET, Stored, millis};
 use std::time::Duration;
 use uuid::Uuid;
+
+/// A `PING`: no key.
+const PING: Op<'static> = Op {
+    name: "PING",
+    key: None,
+};
 
 /// What [`UserCache::lookup`] found.
 #[derive(Debug)]
@@ -131,11 +137,11 @@ impl UserCache {
     pub async fn ping(&self) -> Result<(), CacheError> {
         let ping = redis::cmd("PING");
         if self.guard_replicas == 0 {
-            return self.redis.query(&ping).await;
+            return self.redis.query(PING, &ping).await;
         }
         let (lookups, writes) = tokio::join!(
-            self.redis.query::<()>(&ping),
-            self.writes.query::<()>(&ping)
+            self.redis.query::<()>(PING, &ping),
+            self.writes.query::<()>(PING, &ping)
         );
         lookups.and(writes)
     }
@@ -148,8 +154,9 @@ impl UserCache {
     /// One round trip: the entry, or the fill lease when there is none.
     pub async fn lookup(&self, id: Uuid) -> Result<Lookup, CacheError> {
         let lease = Lease::new();
-        let lookup = protocol::lookup_command(&self.key(id), &lease.token, millis(self.lease));
-        let found: Option<Vec<u8>> = self.redis.query(&lookup).await?;
+        let key = self.key(id);
+        let lookup = protocol::lookup_command(&key, &lease.token, millis(self.lease));
+        let found: Option<Vec<u8>> = self.redis.query(Op::on("lookup", &key), &lookup).await?;
         Ok(Lookup::read(found, lease))
     }
 
@@ -222,9 +229,13 @@ impl UserCache {
         new: &[u8],
         ttl_ms: u64,
     ) -> Result<bool, CacheError> {
-        let mut invocation = COMPARE_AND_SET.key(self.key(id));
+        let key = self.key(id);
+        let mut invocation = COMPARE_AND_SET.key(&key);
         invocation.arg(expected).arg(new).arg(ttl_ms);
-        let stored: i64 = self.redis.invoke(&invocation).await?;
+        let stored: i64 = self
+            .redis
+            .invoke(Op::on("compare_and_set", &key), &invocation)
+            .await?;
         Ok(stored == 1)
     }
 

@@ -3,6 +3,7 @@
 //! write's statement, the release after it, and the voiding of keys changed
 //! by anyone else and of the keys in the formats before and after this one.
 
+use super::connection::Op;
 use super::protocol::{self, GUARD, RELEASE, evalsha, millis};
 use super::{CacheError, UserCache, WriteGuard};
 use uuid::Uuid;
@@ -16,11 +17,12 @@ impl UserCache {
     /// lose it; [`CacheError::Replicas`] when fewer did in time.
     pub async fn guard_write(&self, id: Uuid) -> Result<WriteGuard, CacheError> {
         let guard = WriteGuard::new();
-        let mut call = evalsha(&GUARD, &self.key(id));
+        let key = self.key(id);
+        let mut call = evalsha(&GUARD, &key);
         call.arg(&guard.token[..]).arg(millis(self.write_guard));
         match self
             .writes
-            .run_replicated::<i64>(&GUARD, call, self.guard_replicas)
+            .run_replicated::<i64>(Op::on("guard", &key), &GUARD, call, self.guard_replicas)
             .await
         {
             Ok(_) => Ok(guard),
@@ -58,7 +60,10 @@ impl UserCache {
     ) -> Result<(), CacheError> {
         let mut call = evalsha(&RELEASE, key);
         call.arg(&guard.token[..]);
-        let _: i64 = self.writes.run_replicated(&RELEASE, call, replicas).await?;
+        let _: i64 = self
+            .writes
+            .run_replicated(Op::on("release", key), &RELEASE, call, replicas)
+            .await?;
         Ok(())
     }
 
@@ -84,11 +89,12 @@ impl UserCache {
     /// "no such user" this way. Writes to existing users use the guard.
     /// The other formats' keys are voided at the same time.
     pub async fn invalidate(&self, id: Uuid) -> Result<(), CacheError> {
+        let key = self.key(id);
         let mut delete = redis::cmd("DEL");
-        delete.arg(self.key(id));
+        delete.arg(&key);
         // A new id has nothing a failover could bring back: no waiting.
         let (deleted, voided) = futures_util::future::join(
-            self.redis.query::<()>(&delete),
+            self.redis.query::<()>(Op::on("DEL", &key), &delete),
             self.void_other_formats(id, 0),
         )
         .await;

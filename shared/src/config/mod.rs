@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod traces;
+pub use traces::TracesConfig;
+
 /// The pool size when `PG_POOL_MAX_SIZE` is unset: the environment's
 /// concurrency, within these bounds (docs/deploy.md gives the connection
 /// budget).
@@ -34,6 +37,8 @@ pub struct Config {
     pub concurrency: usize,
     /// The consumer of the change records (the `invalidate-cache` function).
     pub changes: ChangesConfig,
+    /// Where spans go; `None`: no traces ([`traces`]).
+    pub traces: Option<TracesConfig>,
 }
 
 /// How the `invalidate-cache` function works through the change records
@@ -159,7 +164,7 @@ impl Default for Limits {
 
 /// A setting that is missing or malformed. Displays the variable name and what
 /// is wrong with it, never its value.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub variable: &'static str,
     pub problem: &'static str,
@@ -285,6 +290,7 @@ impl Config {
                     bound: env.millis("CACHE_AUDIT_BOUND_MS", 1000)?,
                 },
             },
+            traces: traces::from_env(&env)?,
         })
     }
 }

@@ -150,13 +150,16 @@ fn value_of(config: &Config, variable: &str) -> Option<String> {
         "CHANGES_STOP_BEFORE_DEADLINE_MS" => ms(config.changes.stop_before_deadline),
         "CACHE_AUDIT_PER_SECOND" => config.changes.audit.per_second.to_string(),
         "CACHE_AUDIT_BOUND_MS" => ms(config.changes.audit.bound),
+        "OTEL_EXPORTER_OTLP_TIMEOUT" => ms(config.traces.as_ref()?.timeout),
+        "OTEL_SERVICE_NAME" => config.traces.as_ref()?.resource[0].1.clone(),
         _ => return None,
     })
 }
 
 #[test]
 fn the_configuration_table_lists_every_variable_with_the_codes_default() {
-    // Arrange: only what is required, plus a secret so that its settings are read.
+    // Arrange: only what is required, plus a secret and a trace collector
+    // so that their settings are read.
     let rows = documented();
     let read = std::cell::RefCell::new(std::collections::BTreeSet::new());
     let base = lookup(&[
@@ -164,7 +167,16 @@ fn the_configuration_table_lists_every_variable_with_the_codes_default() {
         REQUIRED[1],
         ("DATABASE_SECRET_ARN", "db"),
         ("AWS_SESSION_TOKEN", "token"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
     ]);
+    // What Lambda sets to describe the function (the spans' resource), not
+    // settings of this project.
+    let lambda_sets = [
+        "AWS_REGION",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_LOG_STREAM_NAME",
+    ];
 
     // Act
     let config = Config::from_lookup(|name| {
@@ -176,6 +188,8 @@ fn the_configuration_table_lists_every_variable_with_the_codes_default() {
     // Assert
     let listed: std::collections::BTreeSet<String> =
         rows.iter().map(|(variable, _)| variable.clone()).collect();
+    read.borrow_mut()
+        .retain(|name| !lambda_sets.contains(&name.as_str()));
     assert_eq!(*read.borrow(), listed, "variables read vs. documented");
     for (variable, default) in &rows {
         let documented_value = default.split('`').nth(1);
@@ -319,5 +333,68 @@ fn missing_or_malformed_values_name_the_variable_and_hide_the_value() {
         let message = error.to_string();
         assert!(message.contains(variable), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
+    }
+}
+
+#[test]
+fn traces_go_to_the_collector_named_by_the_opentelemetry_variables() {
+    let traces = |pairs: &[(&'static str, &'static str)]| {
+        let mut all = vec![REQUIRED[0], REQUIRED[1]];
+        all.extend_from_slice(pairs);
+        Config::from_lookup(lookup(&all)).map(|config| config.traces)
+    };
+    let at = |config: Option<TracesConfig>| {
+        let config = config.expect("traces on");
+        (config.host, config.port, config.authority, config.path)
+    };
+    let expected = |host: &str, port: u16, authority: &str, path: &str| {
+        (host.to_owned(), port, authority.to_owned(), path.to_owned())
+    };
+
+    // Off unless an endpoint is set.
+    assert_eq!(traces(&[]), Ok(None));
+    assert_eq!(traces(&[("OTEL_SERVICE_NAME", "x")]), Ok(None));
+    // The base endpoint gets /v1/traces; localhost is connected to by address.
+    assert_eq!(
+        at(traces(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318/")]).unwrap()),
+        expected("127.0.0.1", 4318, "localhost:4318", "/v1/traces")
+    );
+    assert_eq!(
+        at(traces(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://[::1]:4318/otlp")]).unwrap()),
+        expected("::1", 4318, "[::1]:4318", "/otlp/v1/traces")
+    );
+    // The traces endpoint is taken as it is, before the base one.
+    assert_eq!(
+        at(traces(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://10.0.0.5/traces"
+            ),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
+        ])
+        .unwrap()),
+        expected("10.0.0.5", 80, "10.0.0.5", "/traces")
+    );
+    // Anything but a plain http:// URL is refused, naming the variable.
+    for (variable, url) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4318"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4318"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://:4318"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://user:pw@localhost:4318",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://localhost:43180000/v1/traces",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://[::1/v1/traces",
+        ),
+    ] {
+        let error = traces(&[(variable, url)]).expect_err(url);
+        assert_eq!(error.variable, variable, "{url}");
+        assert!(!error.to_string().contains(url), "the error echoes {url}");
     }
 }

@@ -9,9 +9,20 @@
 //! for a log write, no record is left unwritten in a frozen environment, and
 //! invocations served at once each write their own record after their own
 //! response.
+//!
+//! A traced invocation (tracing on, and sampled) runs inside
+//! [`trace::collecting`] as well; its spans go to the collector after its
+//! record is written, in a task of their own, bounded by the exporter's
+//! timeout. The next event is asked for at once: a collector that is slow
+//! or gone delays no invocation. The spans are written to the local
+//! collector's socket right away, so a frozen environment holds them in the
+//! kernel, not in this process; a shutting-down environment waits for
+//! exports still running as for the invocations in flight (they keep their
+//! place in [`InFlight`] until they end).
 
 use crate::state::AppState;
 use crate::telemetry::Outbox;
+use crate::telemetry::trace::{self, Invocation};
 use lambda_http::lambda_runtime::LambdaInvocation;
 use lambda_http::tower::{Layer, Service};
 use std::future::Future;
@@ -110,12 +121,27 @@ where
 
     fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
         let entered = self.layer.in_flight.enter();
-        let answered = self.inner.call(invocation);
         let state = self.layer.state;
+        let context = &invocation.context;
+        let traced = state.telemetry.traced(context.xray_trace_id.as_deref());
+        let about = traced.map(|_| Invocation {
+            request_id: context.request_id.clone(),
+            function_arn: context.invoked_function_arn.clone(),
+        });
+        let answered = self.inner.call(invocation);
         Box::pin(async move {
-            let (result, records) = Outbox::holding(answered).await;
+            let ((result, collected), records) =
+                Outbox::holding(trace::collecting(traced, answered)).await;
             state.telemetry.write(&records);
-            drop(entered);
+            let export = collected
+                .zip(about)
+                .and_then(|(collected, about)| state.telemetry.export(collected, &about, &records));
+            if let Some(export) = export {
+                tokio::spawn(async move {
+                    export.await;
+                    drop(entered);
+                });
+            }
             result
         })
     }

@@ -13,11 +13,12 @@
 
 use crate::error::ApiError;
 use crate::http;
+use crate::telemetry::trace;
 use futures_util::FutureExt;
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::Service;
 use lambda_http::{
-    Adapter, Body, Error, LambdaEvent, Request, Response, TransformResponse, tracing,
+    Adapter, Body, Error, LambdaEvent, Request, RequestExt, Response, TransformResponse, tracing,
 };
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -59,9 +60,14 @@ where
     fn call(&mut self, event: LambdaEvent<LambdaRequest>) -> Self::Future {
         let origin = event.payload.request_origin();
         let request_id = event.context.request_id.clone();
+        let xray_trace_id = xray_trace_id(event.context.xray_trace_id.as_deref());
         let adapter = &mut self.adapter;
         std::panic::catch_unwind(AssertUnwindSafe(|| adapter.call(event))).unwrap_or_else(|_| {
-            tracing::warn!(request_id, "malformed API Gateway event: answered 400");
+            tracing::warn!(
+                request_id,
+                xray_trace_id,
+                "malformed API Gateway event: answered 400"
+            );
             let answer = http::error_response(&ApiError::BadRequest {
                 code: "malformed_event",
                 message: "the request could not be read as HTTP".to_owned(),
@@ -71,15 +77,32 @@ where
     }
 }
 
-/// `handled`, with a panic answered 500 instead of unwinding further.
-pub async fn answer_panics(
-    handled: impl Future<Output = Result<Response<Body>, Error>>,
-) -> Result<Response<Body>, Error> {
-    AssertUnwindSafe(handled)
+/// The `Root` of an invocation's X-Ray trace header, as log records carry it.
+fn xray_trace_id(header: Option<&str>) -> Option<String> {
+    header.and_then(trace::root_of).map(str::to_owned)
+}
+
+/// `request`'s handling (`handle`), with a panic answered 500 instead of
+/// unwinding further, and logged with the request's ids.
+pub async fn answer_panics<F>(
+    request: Request,
+    handle: impl FnOnce(Request) -> F,
+) -> Result<Response<Body>, Error>
+where
+    F: Future<Output = Result<Response<Body>, Error>>,
+{
+    let context = request.lambda_context_ref();
+    let request_id = context.map(|context| context.request_id.clone());
+    let xray_trace_id = xray_trace_id(context.and_then(|context| context.xray_trace_id.as_deref()));
+    AssertUnwindSafe(handle(request))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
-            tracing::error!("the handler panicked: answered 500");
+            tracing::error!(
+                request_id,
+                xray_trace_id,
+                "the handler panicked: answered 500"
+            );
             Ok(http::error_response(&ApiError::Internal(
                 "the handler panicked".into(),
             )))

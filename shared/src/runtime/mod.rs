@@ -103,7 +103,8 @@ where
     shutdown::register_extension().await;
     let in_flight = Arc::new(InFlight::default());
     let runtime = Runtime::new(Guarded::new(service_fn(move |request| {
-        answer_panics(handler(state, request))
+        let handler = handler.clone();
+        answer_panics(request, move |request| handler(state, request))
     })))
     .layer(FlushAfterResponse::new(state, in_flight.clone()))
     .layer(TracingLayer::new());

@@ -135,7 +135,11 @@ impl UserService {
     /// on a miss, one Postgres read and fill (`flight.rs`); a find only
     /// shares work that starts after it arrived.
     pub async fn find(&self, caller: &Caller, id: Uuid) -> Result<Found, ApiError> {
+        // The flight's span: a leader's Redis and Postgres calls hang from it.
+        let mut flight = telemetry::trace::Scope::open("flight");
         let (resolved, role) = self.flights.run(&id, || self.resolve(id)).await;
+        flight.set("users_api.flight.led", role == Role::Leader);
+        drop(flight);
         let cache = resolved.status(role);
         telemetry::record_cache(cache);
         let age = resolved.age(now_ms());

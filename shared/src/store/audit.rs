@@ -41,13 +41,15 @@ pub struct Sampled {
 impl UserStore {
     /// Up to `limit` user ids following `after`, wrapping round (see [`WALK`]).
     pub async fn walk(&self, after: Uuid, limit: u32) -> Result<Vec<Uuid>, ApiError> {
-        let rows = self.query(WALK, &[&after, &i64::from(limit)]).await?;
+        let rows = self
+            .query("audit_walk", WALK, &[&after, &i64::from(limit)])
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     /// Each of `ids` as Postgres has it, in one statement (see [`SAMPLE`]).
     pub async fn sample(&self, ids: &[Uuid]) -> Result<Vec<Sampled>, ApiError> {
-        let rows = self.query(SAMPLE, &[&ids]).await?;
+        let rows = self.query("audit_sample", SAMPLE, &[&ids]).await?;
         Ok(rows
             .iter()
             .map(|row| Sampled {

@@ -137,7 +137,7 @@ impl UserStore {
     /// How long the oldest record still to apply has waited; `None` when
     /// there is none.
     pub async fn oldest_change_age(&self) -> Result<Option<Duration>, ApiError> {
-        let row = self.query_opt(OLDEST, &[]).await?;
+        let row = self.query_opt("oldest_change", OLDEST, &[]).await?;
         Ok(row.map(|row| Duration::from_secs_f64(row.get::<_, f64>(0).max(0.0) / 1000.0)))
     }
 

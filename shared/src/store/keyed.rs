@@ -11,7 +11,6 @@ use super::{UserStore, Written};
 use crate::error::ApiError;
 use crate::hooks::Point;
 use crate::idempotency::{Idempotency, Recorded};
-use crate::telemetry;
 use crate::user::User;
 use deadpool_postgres::Object;
 use tokio_postgres::Row;
@@ -40,6 +39,7 @@ impl UserStore {
     ) -> Result<Option<Recorded>, ApiError> {
         let row = self
             .query_opt(
+                "recorded_answer",
                 RECORDED_ANSWER,
                 &[&subject, &keyed.key.as_str(), &keyed.request],
             )
@@ -67,7 +67,7 @@ impl UserStore {
             // and this one replays it; a read-only session committed nothing.
             attempt = self.attempt(subject, keyed, write, respond).await;
         }
-        telemetry::record_postgres(started.elapsed());
+        super::statement_done("keyed_write", started, attempt.is_err());
         attempt.map_err(|failed| failed.error)?
     }
 

@@ -48,7 +48,7 @@ use uuid::Uuid;
 /// repeated insert of the same id is refused, not duplicated. A macro rather
 /// than a function taking an async closure, so the future stays `Send`.
 macro_rules! on_connection {
-    ($store:expr, |$client:ident| $body:expr) => {{
+    ($store:expr, $name:expr, |$client:ident| $body:expr) => {{
         let store: &UserStore = $store;
         let started = std::time::Instant::now();
         let result = async {
@@ -72,9 +72,23 @@ macro_rules! on_connection {
             }
         }
         .await;
-        telemetry::record_postgres(started.elapsed());
+        statement_done($name, started, result.is_err());
         result
     }};
+}
+
+/// Adds statement `name`, started at `started`, to the request's Postgres
+/// time and, when it is traced, its spans: the statement's name, never its
+/// parameters.
+fn statement_done(name: &'static str, started: std::time::Instant, failed: bool) {
+    telemetry::record_postgres(started.elapsed());
+    telemetry::trace::record_client(name, started, failed, || {
+        vec![
+            ("db.system", "postgresql".into()),
+            ("db.system.name", "postgresql".into()),
+            ("db.query.summary", name.into()),
+        ]
+    });
 }
 
 /// The result of a conditional write.
@@ -165,13 +179,13 @@ impl UserStore {
 
     /// Runs one write on its own, without an idempotency record.
     pub async fn write(&self, write: Write<'_>) -> Result<Written<Option<User>>, ApiError> {
-        on_connection!(self, |client| write::run(client, write).await)
+        on_connection!(self, write.name(), |client| write::run(client, write).await)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<User>, ApiError> {
         self.reads.bump();
         Ok(self
-            .query_opt(SELECT, &[&id])
+            .query_opt("select_user", SELECT, &[&id])
             .await?
             .map(|row| to_user(&row)))
     }
@@ -179,16 +193,22 @@ impl UserStore {
     /// Users in id (creation) order, strictly after `after`, at most `limit`.
     pub async fn list(&self, after: Option<Uuid>, limit: i64) -> Result<Vec<User>, ApiError> {
         let after = after.unwrap_or(Uuid::nil());
-        let rows = on_connection!(self, |client| {
+        let rows = on_connection!(self, "list_users", |client| {
             let statement = client.prepare_cached(LIST).await?;
             client.query(&statement, &[&after, &limit]).await
         })?;
         Ok(rows.iter().map(to_user).collect())
     }
 
-    /// Runs `sql` for all its rows, bounded and retried as any statement.
-    async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, ApiError> {
-        on_connection!(self, |client| {
+    /// Runs `sql`, named `name` in spans, for all its rows, bounded and
+    /// retried as any statement.
+    async fn query(
+        &self,
+        name: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ApiError> {
+        on_connection!(self, name, |client| {
             let statement = client.prepare_cached(sql).await?;
             client.query(&statement, params).await
         })
@@ -196,10 +216,11 @@ impl UserStore {
 
     async fn query_opt(
         &self,
+        name: &'static str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, ApiError> {
-        on_connection!(self, |client| {
+        on_connection!(self, name, |client| {
             let statement = client.prepare_cached(sql).await?;
             client.query_opt(&statement, params).await
         })

@@ -28,6 +28,17 @@ pub enum Write<'a> {
     },
 }
 
+impl Write<'_> {
+    /// The statement's name, in spans.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Self::Insert { .. } => "insert_user",
+            Self::Update { .. } => "update_user",
+            Self::Delete { .. } => "delete_user",
+        }
+    }
+}
+
 /// The write's statement, on `client` (in a transaction or not).
 pub(super) async fn run(
     client: &Object,

@@ -5,7 +5,9 @@
 //!   where they happen and collected per request;
 //! - [`Record`] ([`record`]): the one record of a request, as a log record
 //!   and as an EMF line ([`emf`]);
-//! - [`Outbox`] ([`outbox`]): writes records after the response is out.
+//! - [`Outbox`] ([`outbox`]): writes records after the response is out,
+//!   and hands a traced invocation's spans to the collector;
+//! - [`trace`]: the spans of an invocation, and their export.
 //!
 //! Logs go through `tracing` (the runtime's subscriber writes JSON when the
 //! function's log format is JSON, with the invocation's request id in its
@@ -18,6 +20,7 @@ mod emf;
 mod outbox;
 mod record;
 mod timings;
+pub mod trace;
 
 pub use emf::Unit;
 pub use outbox::Outbox;

@@ -11,6 +11,8 @@
 
 use super::Record;
 use super::emf::{self, Unit};
+use super::trace::{Collected, Invocation, TraceContext};
+use crate::config::TracesConfig;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::Write;
@@ -29,14 +31,74 @@ pub struct Outbox {
     cold: AtomicBool,
     /// Where EMF lines go: stdout, where Lambda picks them up.
     metrics_out: Mutex<Box<dyn Write + Send>>,
+    /// Where spans go; `None`: no traces.
+    #[cfg(feature = "traces")]
+    exporter: Option<super::trace::Exporter>,
 }
 
 impl Outbox {
-    pub fn new(namespace: Option<String>) -> Self {
+    /// An outbox writing EMF lines under `namespace` (none: no metrics) and
+    /// exporting spans to the collector of `traces` (none: no traces).
+    pub fn new(namespace: Option<String>, traces: Option<&TracesConfig>) -> Self {
+        #[cfg(not(feature = "traces"))]
+        if traces.is_some() {
+            lambda_http::tracing::warn!(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but this function was built without the \
+                 `traces` feature: no spans are exported"
+            );
+        }
         Self {
             namespace,
             cold: AtomicBool::new(true),
             metrics_out: Mutex::new(Box::new(std::io::stdout())),
+            #[cfg(feature = "traces")]
+            exporter: traces.map(super::trace::Exporter::new),
+        }
+    }
+
+    /// The trace an invocation with X-Ray trace header `header` records:
+    /// `None` when traces are off, or the header says `Sampled=0`. An
+    /// invocation without a header (or with a malformed one) starts a trace
+    /// of its own.
+    pub fn traced(&self, header: Option<&str>) -> Option<TraceContext> {
+        #[cfg(feature = "traces")]
+        if self.exporter.is_some() {
+            return Some(
+                header
+                    .and_then(TraceContext::parse)
+                    .unwrap_or_else(TraceContext::fresh),
+            )
+            .filter(|context| context.sampled);
+        }
+        let _ = header;
+        None
+    }
+
+    /// The export of a traced invocation's spans, its server span made from
+    /// its `records`: work for after the response, bounded by the
+    /// exporter's timeout. `None` when there is nothing to send, or too many
+    /// exports are already waiting for the collector (then the spans are
+    /// dropped, and that logged once).
+    pub fn export(
+        &'static self,
+        collected: Collected,
+        invocation: &Invocation,
+        records: &[Record],
+    ) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
+        #[cfg(feature = "traces")]
+        {
+            let exporter = self.exporter.as_ref()?;
+            let slot = exporter.reserve()?;
+            let server = super::trace::server_span(&collected, invocation, records.first());
+            let trace_id = collected.context.trace_id;
+            let mut spans = collected.spans;
+            spans.push(server);
+            Some(exporter.send(slot, trace_id, spans))
+        }
+        #[cfg(not(feature = "traces"))]
+        {
+            let _ = (collected, invocation, records);
+            None::<std::future::Ready<()>>
         }
     }
 
@@ -138,6 +200,7 @@ mod tests {
     fn record() -> Record {
         Record {
             request_id: "-".into(),
+            xray_trace_id: None,
             route: "POST /users",
             function: "create-user",
             status: 201,
@@ -151,7 +214,7 @@ mod tests {
     async fn held_records_wait_for_their_own_holder_and_one_is_the_cold_start() {
         // Arrange: two invocations at once, each submitting one record.
         let out = Shared::default();
-        let outbox = Outbox::new(Some("ns".into()));
+        let outbox = Outbox::new(Some("ns".into()), None);
         *lock(&outbox.metrics_out) = Box::new(out.clone());
         let invocation = |id: &'static str| {
             let outbox = &outbox;

@@ -11,6 +11,10 @@ use std::time::Duration;
 pub struct Record {
     /// The Lambda request id (`lambda_context().request_id`), `-` without one.
     pub request_id: String,
+    /// The `Root` of the invocation's X-Ray trace header
+    /// (`1-67cef5e4-8ddab48fb765b86d4e572b04`), to find its trace; `None`
+    /// when Lambda gave none.
+    pub xray_trace_id: Option<String>,
     /// The route template (`GET /users/{id}`), never the raw path.
     pub route: &'static str,
     /// The function's name, the EMF dimension.
@@ -28,6 +32,7 @@ impl Record {
     pub fn log(&self) {
         tracing::info!(
             request_id = self.request_id,
+            xray_trace_id = self.xray_trace_id.as_deref(),
             route = self.route,
             subject = self.measured.subject.as_deref(),
             status = self.status,
@@ -78,6 +83,7 @@ mod tests {
     fn record(measured: Measured, cold_start: bool) -> Record {
         Record {
             request_id: "r-1".into(),
+            xray_trace_id: None,
             route: "GET /users/{id}",
             function: "find-user",
             status: 200,
