@@ -28,3 +28,4 @@ mod single_flight;
 mod telemetry;
 mod template;
 mod tls;
+mod traces;

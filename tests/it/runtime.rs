@@ -19,11 +19,14 @@ use users_api::AppState;
 use users_api::hooks::{PausePoint, Point};
 use uuid::Uuid;
 
-const LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const LIMIT: Duration = Duration::from_secs(20);
 
 /// An instance of `env` for the life of the process (the runtime lends its
 /// state to every invocation), parked at `pause` before each cache fill.
-async fn leaked_instance(env: &TestEnv, pause: Option<Arc<PausePoint>>) -> &'static AppState {
+pub(crate) async fn leaked_instance(
+    env: &TestEnv,
+    pause: Option<Arc<PausePoint>>,
+) -> &'static AppState {
     let mut state = env.instance(&[]).await;
     if let Some(pause) = pause {
         state.users.pause_at(Point::BeforeFill, pause);
@@ -32,7 +35,7 @@ async fn leaked_instance(env: &TestEnv, pause: Option<Arc<PausePoint>>) -> &'sta
 }
 
 /// A `find-user` event (HTTP API) for `id`.
-fn find_event(id: Uuid) -> String {
+pub(crate) fn find_event(id: Uuid) -> String {
     fixture("find-user.v2").replace(FIXTURE_ID, &id.to_string())
 }
 
@@ -43,7 +46,7 @@ fn find_event(id: Uuid) -> String {
 ///
 /// Sets process environment variables: call it before anything else runs
 /// in the process (nextest runs each test in a process of its own).
-unsafe fn configure_process(stub: &RuntimeStub, function: &str, concurrency: usize) {
+pub(crate) unsafe fn configure_process(stub: &RuntimeStub, function: &str, concurrency: usize) {
     // SAFETY: the caller's promise.
     unsafe {
         std::env::set_var("AWS_LAMBDA_RUNTIME_API", stub.address.to_string());
@@ -56,7 +59,7 @@ unsafe fn configure_process(stub: &RuntimeStub, function: &str, concurrency: usi
 
 /// The answers posted, by request id, until `count` have come; each must be
 /// an API Gateway response, not an invocation error.
-async fn answers(stub: &mut RuntimeStub, count: usize) -> HashMap<String, Completion> {
+pub(crate) async fn answers(stub: &mut RuntimeStub, count: usize) -> HashMap<String, Completion> {
     let mut posted = HashMap::new();
     while posted.len() < count {
         let Some(completion) = stub.next_completion(LIMIT).await else {
@@ -77,9 +80,39 @@ fn body_of(completion: &Completion) -> serde_json::Value {
     serde_json::from_str(completion.body.as_deref().unwrap_or_default()).expect("a JSON body")
 }
 
+/// The `Root` of the trace header the stub sent with event `request_id`.
+pub(crate) fn xray_root_of(request_id: &str) -> String {
+    let n = request_id
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a stub request id");
+    let header = RuntimeStub::trace_header(n, true);
+    users_api::telemetry::trace::root_of(&header)
+        .unwrap()
+        .to_owned()
+}
+
+/// The `xray_trace_id` of the one log line with `message` about
+/// `request_id`.
+fn logged(logs: &str, message: &str, request_id: &str) -> String {
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| {
+            line["fields"]["message"] == message && line["fields"]["request_id"] == request_id
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "{message} about {request_id}:\n{logs}");
+    lines[0]["fields"]["xray_trace_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The JSON log records of invocations in `logs`, by request id (the
 /// test's own calls outside the runtime have none).
-fn request_records(logs: &str) -> HashMap<String, serde_json::Value> {
+pub(crate) fn request_records(logs: &str) -> HashMap<String, serde_json::Value> {
     logs.lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|record| {
@@ -238,6 +271,8 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
     let env = TestEnv::new().await;
     let pause = Arc::new(PausePoint::default());
     let state = leaked_instance(&env, Some(pause.clone())).await;
+    let logs = Captured::default();
+    logs.install_global(tracing::Level::INFO);
     let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
     unsafe { configure_process(&stub, "find-user", 4) };
@@ -277,6 +312,14 @@ async fn a_malformed_event_is_answered_400_and_disturbs_no_invocation_in_flight(
     let answer = first.expect("the malformed event answered first");
     assert_eq!(answer.status, Some(400), "{answer:?}");
     assert_eq!(body_of(&answer)["code"], "malformed_event");
+    assert_eq!(
+        logged(
+            &logs.text(),
+            "malformed API Gateway event: answered 400",
+            &answer.request_id
+        ),
+        xray_root_of(&answer.request_id)
+    );
     for (request_id, id) in &parked {
         let answer = &rest[request_id];
         assert_eq!(answer.status, Some(200), "{request_id}: {answer:?}");
@@ -303,6 +346,8 @@ async fn a_panicking_handler_answers_500_and_the_environment_goes_on() {
     // user, and an event for that user and for another.
     let env = TestEnv::new().await;
     let state = leaked_instance(&env, None).await;
+    let logs = Captured::default();
+    logs.install_global(tracing::Level::INFO);
     let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
     unsafe { configure_process(&stub, "find-user", 2) };
@@ -324,6 +369,10 @@ async fn a_panicking_handler_answers_500_and_the_environment_goes_on() {
     assert_eq!(answer.status, Some(500), "{answer:?}");
     assert_eq!(body_of(answer)["code"], "internal_error");
     assert_eq!(posted[&fine].status, Some(200));
+    assert_eq!(
+        logged(&logs.text(), "the handler panicked: answered 500", &panics),
+        xray_root_of(&panics)
+    );
 }
 
 #[test]

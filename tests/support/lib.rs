@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub mod capture;
 pub mod contract;
 pub mod functions;
+pub mod otlp;
 pub mod postgres_server;
 pub mod proxy;
 pub mod redis_modes;

@@ -79,6 +79,8 @@ pub struct Completion {
 struct Event {
     request_id: String,
     body: String,
+    /// Its `Lambda-Runtime-Trace-Id`; none sent when `None`.
+    trace: Option<String>,
 }
 
 struct Shared {
@@ -150,15 +152,34 @@ impl RuntimeStub {
         })
     }
 
-    /// Queues an API Gateway event for the next poll; returns its request id.
+    /// Queues an API Gateway event for the next poll, with a trace header
+    /// of its own ([`RuntimeStub::trace_header`], sampled); returns its
+    /// request id.
     pub fn push(&mut self, body: String) -> String {
+        let trace = Self::trace_header(self.next_id + 1, true);
+        self.push_traced(body, Some(trace))
+    }
+
+    /// As [`RuntimeStub::push`], with `trace` as its
+    /// `Lambda-Runtime-Trace-Id` (none sent when `None`).
+    pub fn push_traced(&mut self, body: String, trace: Option<String>) -> String {
         self.next_id += 1;
         let request_id = format!("00000000-0000-4000-8000-{:012}", self.next_id);
         let _ = self.events.send(Event {
             request_id: request_id.clone(),
             body,
+            trace,
         });
         request_id
+    }
+
+    /// The X-Ray trace header the stub sends with the `n`th event it
+    /// queues: a trace id and a parent of its own.
+    pub fn trace_header(n: u64, sampled: bool) -> String {
+        format!(
+            "Root=1-67cef5e4-8ddab48fb765{n:012x};Parent=53995c3f{n:08x};Sampled={}",
+            u8::from(sampled)
+        )
     }
 
     /// The function's next poll for an event, waiting at most `limit`.
@@ -331,7 +352,7 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
             .peak_in_flight
             .fetch_max(handed_out.len(), Ordering::Relaxed);
     }
-    Response::builder()
+    let mut answer = Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
         .header("lambda-runtime-aws-request-id", event.request_id)
@@ -339,11 +360,11 @@ async fn next(shared: &Shared) -> Response<Full<Bytes>> {
             "lambda-runtime-deadline-ms",
             deadline.as_millis().to_string(),
         )
-        .header("lambda-runtime-invoked-function-arn", arn)
-        .header(
-            "lambda-runtime-trace-id",
-            "Root=1-67cef5e4-8ddab48fb765b86d4e572b04;Parent=53995c3f42cd8ad8;Sampled=0",
-        )
+        .header("lambda-runtime-invoked-function-arn", arn);
+    if let Some(trace) = event.trace {
+        answer = answer.header("lambda-runtime-trace-id", trace);
+    }
+    answer
         .body(Full::new(Bytes::from(event.body)))
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "bad event"))
 }
