@@ -80,6 +80,19 @@ fn body_of(completion: &Completion) -> serde_json::Value {
     serde_json::from_str(completion.body.as_deref().unwrap_or_default()).expect("a JSON body")
 }
 
+/// Waits until `count` invocations are parked at `pause` at once, then lets
+/// them all go on.
+pub(crate) async fn all_in_flight_then_released(pause: &PausePoint, count: usize) {
+    for arrived in 0..count {
+        tokio::time::timeout(LIMIT, pause.reached())
+            .await
+            .unwrap_or_else(|_| panic!("only {arrived} of {count} invocations in flight at once"));
+    }
+    for _ in 0..count {
+        pause.release();
+    }
+}
+
 /// The `Root` of the trace header the stub sent with event `request_id`.
 pub(crate) fn xray_root_of(request_id: &str) -> String {
     let n = request_id
@@ -219,14 +232,7 @@ async fn an_environment_serves_invocations_at_once_each_with_its_own_answer_and_
 
     // Act: all eight reach the fill before any is let go, then all go on.
     let act = async {
-        for arrived in 0..8 {
-            tokio::time::timeout(LIMIT, pause.reached())
-                .await
-                .unwrap_or_else(|_| panic!("only {arrived} of 8 invocations in flight at once"));
-        }
-        for _ in 0..8 {
-            pause.release();
-        }
+        all_in_flight_then_released(&pause, 8).await;
         let posted = answers(&mut stub, 8).await;
         // The last record is written just after its answer is posted.
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -10,7 +10,8 @@
 //! process of its own.
 
 use crate::runtime::{
-    LIMIT, answers, configure_process, find_event, request_records, xray_root_of,
+    LIMIT, all_in_flight_then_released, answers, configure_process, find_event, request_records,
+    xray_root_of,
 };
 use lambda_http::tracing;
 use std::collections::{BTreeMap, HashMap};
@@ -54,6 +55,41 @@ async fn traced_instance(
     Box::leak(Box::new(env.instance(&overrides).await))
 }
 
+/// A sequential find-user environment exporting to a receiver, its logs
+/// captured, on a Runtime API stub of its own.
+struct Sequential {
+    env: TestEnv,
+    receiver: Receiver,
+    state: &'static AppState,
+    logs: Captured,
+    _guard: tracing::dispatcher::DefaultGuard,
+    stub: RuntimeStub,
+}
+
+impl Sequential {
+    /// # Safety
+    ///
+    /// As [`configure_process`]: nothing else may run in the process.
+    async unsafe fn start() -> Self {
+        let env = TestEnv::new().await;
+        let receiver = Receiver::start(Behaviour::Answer).await.unwrap();
+        let state = traced_instance(&env, Some(&receiver.endpoint()), "1000").await;
+        let logs = Captured::default();
+        let _guard = logs.install(tracing::Level::INFO);
+        let stub = RuntimeStub::start("find-user").await.unwrap();
+        // SAFETY: the caller's promise.
+        unsafe { configure_process(&stub, "find-user", 1) };
+        Self {
+            env,
+            receiver,
+            state,
+            logs,
+            _guard,
+            stub,
+        }
+    }
+}
+
 /// The trace id and parent span id, in hex, of the stub's `n`th event.
 fn ids_of(n: u64) -> (String, String) {
     let header = RuntimeStub::trace_header(n, true);
@@ -74,15 +110,16 @@ fn of_trace<'a>(spans: &'a [Received], trace_id: &str) -> BTreeMap<&'a str, Vec<
 #[tokio::test(flavor = "current_thread")]
 async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_the_invocation() {
     // Arrange: a user, a find-user environment exporting to a receiver.
-    let env = TestEnv::new().await;
-    let receiver = Receiver::start(Behaviour::Answer).await.unwrap();
-    let state = traced_instance(&env, Some(&receiver.endpoint()), "1000").await;
-    let id = create_user(&env.state, "traced@example.com", "Traced Person").await;
-    let logs = Captured::default();
-    let _guard = logs.install(tracing::Level::INFO);
-    let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { configure_process(&stub, "find-user", 1) };
+    let Sequential {
+        env,
+        receiver,
+        state,
+        logs,
+        _guard,
+        mut stub,
+    } = unsafe { Sequential::start() }.await;
+    let id = create_user(&env.state, "traced@example.com", "Traced Person").await;
     let request_id = stub.push(find_event(id));
     let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
 
@@ -216,14 +253,7 @@ async fn eight_invocations_at_once_never_mix_their_spans_or_trace_ids() {
 
     // Act
     let act = async {
-        for arrived in 0..8 {
-            tokio::time::timeout(LIMIT, pause.reached())
-                .await
-                .unwrap_or_else(|_| panic!("only {arrived} of 8 invocations in flight at once"));
-        }
-        for _ in 0..8 {
-            pause.release();
-        }
+        all_in_flight_then_released(&pause, 8).await;
         let posted = answers(&mut stub, 8).await;
         (posted, receiver.wait_for(8 * 5, LIMIT).await)
     };
@@ -283,15 +313,16 @@ async fn eight_invocations_at_once_never_mix_their_spans_or_trace_ids() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_sampled_out_invocation_exports_nothing_and_its_record_still_names_its_trace() {
     // Arrange: a sampled-out event, then a sampled one.
-    let env = TestEnv::new().await;
-    let receiver = Receiver::start(Behaviour::Answer).await.unwrap();
-    let state = traced_instance(&env, Some(&receiver.endpoint()), "1000").await;
-    let id = create_user(&env.state, "sampled@example.com", "Sampled").await;
-    let logs = Captured::default();
-    let _guard = logs.install(tracing::Level::INFO);
-    let mut stub = RuntimeStub::start("find-user").await.unwrap();
     // SAFETY: under nextest this test is alone in its process.
-    unsafe { configure_process(&stub, "find-user", 1) };
+    let Sequential {
+        env,
+        receiver,
+        state,
+        logs,
+        _guard,
+        mut stub,
+    } = unsafe { Sequential::start() }.await;
+    let id = create_user(&env.state, "sampled@example.com", "Sampled").await;
     let skipped = stub.push_traced(find_event(id), Some(RuntimeStub::trace_header(1, false)));
     let sampled = stub.push(find_event(id));
     let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
