@@ -6,10 +6,11 @@
 # program, e.g. `scripts/bench.sh --quick` for a tenth of the iterations, or
 # `scripts/bench.sh --only concurrency` for one section (latency, offload,
 # cold-start, memory, footprint, concurrency, hot-key, invalidation,
-# guard-replicas, audit).
+# guard-replicas, audit, traces).
 #
 #   BENCH_ARM64=0    skip `cargo lambda build --release --arm64` (the arm64 zips;
-#                    skipped as well when `--only` names another section)
+#                    skipped as well when `--only` names a section other than
+#                    footprint or traces)
 #
 # The bench uses its own schema and key prefix, removed when it ends.
 set -euo pipefail
@@ -34,15 +35,42 @@ cargo build --release "${functions[@]}"
 log "release build of the bench and its baseline binary"
 cargo build --release -p users-api-bench
 
-# Only the footprint section reads the arm64 zips.
+# Only the footprint and traces sections read the arm64 zips.
 only=""
 args=("$@")
 for ((i = 0; i + 1 < ${#args[@]}; i++)); do
     [ "${args[i]}" = --only ] && only="${args[i + 1]}"
 done
+arm64=0
+if [ "${BENCH_ARM64:-1}" != 0 ] && { [ -z "$only" ] || [ "$only" = footprint ] || [ "$only" = traces ]; }; then
+    arm64=1
+    if ! cargo lambda --version >/dev/null 2>&1; then
+        log "installing cargo-lambda and zig (its arm64 linker) from PyPI"
+        pip install --quiet cargo-lambda ziglang
+    fi
+fi
+
+# The traces section compares find-user with the build without its `traces`
+# feature: built here, then the default build is put back (cargo keeps both,
+# so that is a copy, not a rebuild).
+if [ -z "$only" ] || [ "$only" = traces ]; then
+    without="$out/without-traces"
+    mkdir -p "$without"
+    log "release build of find-user without the traces feature"
+    cargo build --release -p find-user --no-default-features
+    cp target/release/find-user "$without/find-user"
+    if [ "$arm64" = 1 ]; then
+        rm -f target/lambda/find-user/bootstrap.zip "$without/bootstrap.zip"
+        timeout 1800 cargo lambda build --release --arm64 --output-format zip -p find-user \
+            --no-default-features </dev/null >"$out/arm64-without-traces.log" 2>&1 &&
+            cp target/lambda/find-user/bootstrap.zip "$without/bootstrap.zip" ||
+            log "the arm64 build without traces failed (log: $out/arm64-without-traces.log)"
+    fi
+    cargo build --release "${functions[@]}"
+fi
 
 bench_args=()
-if [ "${BENCH_ARM64:-1}" != 0 ] && { [ -z "$only" ] || [ "$only" = footprint ]; }; then
+if [ "$arm64" = 1 ]; then
     log "cargo lambda build --release --arm64 --output-format zip (log: $out/arm64.log)"
     rm -f target/lambda/*/bootstrap.zip
     if timeout 1800 cargo lambda build --release --arm64 --output-format zip "${functions[@]}" \

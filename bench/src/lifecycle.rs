@@ -49,12 +49,7 @@ pub async fn cold_starts(
         }
         for (i, name) in FUNCTIONS.iter().enumerate() {
             let event = match *name {
-                "find-user" => {
-                    // A miss: the first answer reads Postgres and fills.
-                    let keys = format!("{}:{key_space}:*", world.prefix);
-                    test_support::delete_keys(&world.redis_url, &keys).await;
-                    events.find(users.cold_find)
-                }
+                "find-user" => cold_find_event(world, key_space).await,
                 "create-user" => events.create(&format!("cold-new-{run}@bench.example.com"), "Ada"),
                 "update-user" => {
                     let email = format!("cold-upd-{run}@bench.example.com");
@@ -80,6 +75,14 @@ pub async fn cold_starts(
         .zip(samples)
         .collect();
     Ok(())
+}
+
+/// The event of a cold find: a miss, its key space emptied first, so that
+/// the first answer reads Postgres and fills.
+pub async fn cold_find_event(world: &World<'_>, key_space: &str) -> String {
+    let keys = format!("{}:{key_space}:*", world.prefix);
+    test_support::delete_keys(&world.redis_url, &keys).await;
+    world.events.find(world.users.cold_find)
 }
 
 /// One instance of each function through `rss_short` invocations (find-user

@@ -48,6 +48,7 @@ mod process;
 mod refresh;
 mod report;
 mod spinner;
+mod traces;
 mod world;
 
 use fixtures::Zipf;
@@ -66,7 +67,7 @@ const SEED: u64 = 0x5eed_0001;
 const SUITE_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// What `--only` accepts, in the order they run: `latency` is sections 1-3;
 /// `memory` and `footprint` are the two tables of section 5.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "latency",
     "offload",
     "cold-start",
@@ -77,6 +78,7 @@ const SECTIONS: [&str; 10] = [
     "invalidation",
     "guard-replicas",
     "audit",
+    "traces",
 ];
 
 struct Options {
@@ -271,6 +273,16 @@ async fn suite(env: &TestEnv, options: &Options, report: &mut Report) -> Result<
     }
     if options.runs("audit") {
         report.audit = audit::run(options.quick).await?;
+    }
+    if options.runs("traces") {
+        let costs = traces::run(
+            &world,
+            &plan,
+            &options.bin_dir,
+            options.arm64_dir.as_deref(),
+        )
+        .await;
+        report.traces = Some(costs?);
     }
     if options.runs("footprint") {
         eprintln!("== footprint");

@@ -54,6 +54,17 @@ pub struct ColdStart {
 
 /// Spawns the function with `event` queued, and stops it after its answer.
 pub async fn cold_start(function: &Function<'_>, event: String) -> Result<ColdStart, BoxError> {
+    cold_start_until(function, event, std::future::ready(())).await
+}
+
+/// As [`cold_start`], stopping the function only once `done` completes
+/// after its answer (at most [`STEP_LIMIT`] later): for work it does after
+/// the response, such as exporting spans.
+pub async fn cold_start_until(
+    function: &Function<'_>,
+    event: String,
+    done: impl std::future::Future<Output = ()>,
+) -> Result<ColdStart, BoxError> {
     let mut stub = RuntimeStub::start(function.name).await?;
     stub.push(event);
     let spawned = Instant::now();
@@ -67,6 +78,7 @@ pub async fn cold_start(function: &Function<'_>, event: String) -> Result<ColdSt
             .next_completion(STEP_LIMIT)
             .await
             .ok_or_else(|| format!("{} never answered", function.name))?;
+        let _ = tokio::time::timeout(STEP_LIMIT, done).await;
         Ok::<_, BoxError>(ColdStart {
             ready: ready.at - spawned,
             first_response: completion.at - spawned,

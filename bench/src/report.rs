@@ -44,6 +44,8 @@ pub struct Report {
     pub guard_replicas: Vec<Measured>,
     /// What the auditor costs per audited entry.
     pub audit: Vec<crate::audit::Cost>,
+    /// What traces cost find-user's cold start and size.
+    pub traces: Option<crate::traces::Costs>,
 }
 
 impl Report {
@@ -98,6 +100,7 @@ impl Report {
         }
         crate::guard_replicas::render(&self.guard_replicas, &mut out);
         crate::audit::render(&self.audit, &mut out);
+        crate::traces::render(self.traces.as_ref(), &mut out);
         out
     }
 
