@@ -65,6 +65,8 @@ enum Failure {
     Http(#[source] hyper::Error),
     #[error("answered HTTP {0}")]
     Status(u16),
+    #[error("the endpoint's path cannot be sent")]
+    Path,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("{MAX_IN_FLIGHT} exports already waiting for it")]
@@ -154,7 +156,7 @@ impl Exporter {
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| Failure::Status(0))?;
+            .map_err(|_| Failure::Path)?;
         let response = sender.send_request(request).await.map_err(Failure::Http)?;
         let status = response.status();
         // Read to the end, so the connection can carry the next export.

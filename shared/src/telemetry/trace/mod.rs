@@ -25,9 +25,7 @@ mod span;
 pub use context::{TraceContext, root_of, span_id};
 #[cfg(feature = "traces")]
 pub use export::{Exporter, MAX_IN_FLIGHT};
-pub use span::{
-    Collected, Kind, Scope, Span, Value, collecting, record_client, tracing, unix_nanos,
-};
+pub use span::{Collected, Kind, Scope, Span, Value, collecting, record_client, unix_nanos};
 
 use super::Record;
 use std::borrow::Cow;
