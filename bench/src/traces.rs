@@ -3,8 +3,10 @@
 //! part), built with it and tracing off (no `OTEL_EXPORTER_OTLP_ENDPOINT`),
 //! and with it on, exporting its first invocation's spans to a real OTLP
 //! receiver on loopback (`test_support::otlp`, standing where the collector
-//! extension would). The four binaries' spawns are interleaved, as in the
-//! cold-start section, so that all see the same machine.
+//! extension would). The three variants' spawns are interleaved, as in the
+//! cold-start section, so that all see the same machine, and each round
+//! starts with the next one, so that no variant always comes right after
+//! the other variant of its binary.
 
 use crate::lifecycle::cold_find_event;
 use crate::measure::{BoxError, median};
@@ -54,7 +56,7 @@ pub async fn run(
     arm64_dir: Option<&Path>,
 ) -> Result<Costs, BoxError> {
     eprintln!(
-        "== traces: find-user without the feature, off and on ({} spawns each, interleaved)",
+        "== traces: find-user without the feature, off and on ({} spawns each, interleaved, rotating)",
         plan.cold_runs
     );
     let without = without_dir(bin_dir).join("find-user");
@@ -77,7 +79,11 @@ pub async fn run(
     let mut cold: Vec<Vec<ColdStart>> = VARIANTS.iter().map(|_| Vec::new()).collect();
     for run in 0..plan.cold_runs + COLD_WARMUP {
         let counted = run >= COLD_WARMUP;
-        for (i, (binary, env)) in variants.iter().enumerate() {
+        // Each round starts with the next variant, so that none always
+        // follows the other spawn of its own binary (warm in the page cache).
+        for k in 0..variants.len() {
+            let i = (run + k) % variants.len();
+            let (binary, env) = variants[i];
             let event = cold_find_event(world, "t").await;
             let function = Function {
                 name: "find-user",
