@@ -13,8 +13,9 @@
 //! function's log format is JSON, with the invocation's request id in its
 //! span); EMF lines go straight to stdout, and a line that already is a JSON
 //! object passes through Lambda's JSON log format untouched. This module
-//! imports nothing from the domain, and nothing here takes a URL, a token or
-//! a secret: the log record names the caller by its subject only.
+//! imports nothing from the domain, and nothing here takes a token or a
+//! secret, nor any URL but the trace collector's: the log record names the
+//! caller by its subject only, and spans carry no caller at all.
 
 mod emf;
 mod outbox;
