@@ -455,3 +455,68 @@ async fn a_collector_that_refuses_or_never_answers_changes_no_answer_and_holds_u
         hanging.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_find_that_joins_another_finds_flight_says_so_and_holds_no_call_of_its_leader() {
+    // Arrange: three finds of one user at once; the first parks at its
+    // fill, the other two gather for the next flight, one leading it.
+    let env = TestEnv::new().await;
+    let receiver = Receiver::start(Behaviour::Answer).await.unwrap();
+    let mut state = env
+        .instance(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint())])
+        .await;
+    let pause = Arc::new(PausePoint::default());
+    state.users.pause_at(Point::BeforeFill, pause.clone());
+    let state: &'static AppState = Box::leak(Box::new(state));
+    let mut stub = RuntimeStub::start("find-user").await.unwrap();
+    // SAFETY: under nextest this test is alone in its process.
+    unsafe { configure_process(&stub, "find-user", 3) };
+    let id = create_user(&env.state, "joined@example.com", "Joined").await;
+    for _ in 0..3 {
+        stub.push(find_event(id));
+    }
+    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
+
+    // Act
+    let act = async {
+        tokio::time::timeout(LIMIT, pause.reached())
+            .await
+            .expect("the first find at its fill");
+        tokio::time::timeout(LIMIT, async {
+            while state.users.flight_waits() < 2 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("the other two waiting for the next flight");
+        pause.release();
+        let posted = answers(&mut stub, 3).await;
+        (posted, receiver.wait_for(5 + 3 + 2, LIMIT).await)
+    };
+    let (posted, spans) = tokio::select! {
+        ended = runtime => panic!("the runtime ended: {ended:?}"),
+        observed = act => observed,
+    };
+
+    // Assert: two flights led, one joined; the member's trace is its own
+    // invocation and the flight it joined, no Redis or Postgres call.
+    assert!(posted.values().all(|answer| answer.status == Some(200)));
+    let flights: Vec<&Received> = spans.iter().filter(|span| span.name == "flight").collect();
+    let led: Vec<&str> = flights
+        .iter()
+        .map(|flight| flight.attributes["users_api.flight.led"].as_str())
+        .collect();
+    assert_eq!(
+        led.iter().filter(|led| **led == "false").count(),
+        1,
+        "{led:?}"
+    );
+    assert_eq!(led.len(), 3);
+    let joined = flights
+        .iter()
+        .find(|flight| flight.attributes["users_api.flight.led"] == "false")
+        .unwrap();
+    let names: Vec<&str> = of_trace(&spans, &joined.trace_id).keys().copied().collect();
+    assert_eq!(names, ["GET /users/{id}", "flight"]);
+    assert_eq!(spans.len(), 10, "{spans:#?}");
+}
