@@ -212,6 +212,9 @@ async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_t
         DB_PASSWORD,
         &id.to_string(),
         test_support::FIXTURE_SUBJECT,
+        // The token's claims as the authorizer passed them.
+        "example-client-id",
+        "cognito-idp",
         "\"email\"",
     ] {
         assert!(!raw.contains(secret), "an export carries {secret:?}");
