@@ -13,12 +13,13 @@
 //! A traced invocation (tracing on, and sampled) runs inside
 //! [`trace::collecting`] as well; its spans go to the collector after its
 //! record is written, in a task of their own, bounded by the exporter's
-//! timeout. The next event is asked for at once: a collector that is slow
-//! or gone delays no invocation. The spans are written to the local
-//! collector's socket right away, so a frozen environment holds them in the
-//! kernel, not in this process; a shutting-down environment waits for
-//! exports still running as for the invocations in flight (they keep their
-//! place in [`InFlight`] until they end).
+//! timeout. The next event is asked for once the request is on the local
+//! collector's socket (at most [`HANDOFF_LIMIT`] later), never after its
+//! answer: a frozen environment holds the spans in the kernel, not in this
+//! process, and a collector that is slow or gone delays no invocation. A
+//! shutting-down environment waits for exports still running as for the
+//! invocations in flight (they keep their place in [`InFlight`] until they
+//! end).
 
 use crate::state::AppState;
 use crate::telemetry::Outbox;
@@ -29,7 +30,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The most the runtime waits for an export's request to reach the socket
+/// before it asks for the next event: a connection to the local collector
+/// is made and written to in microseconds, and a collector that accepts no
+/// connection must not hold invocations up.
+const HANDOFF_LIMIT: Duration = Duration::from_millis(1);
 
 /// The invocations between their event and their written telemetry.
 #[derive(Default)]
@@ -136,11 +144,14 @@ where
             let export = collected
                 .zip(about)
                 .and_then(|(collected, about)| state.telemetry.export(collected, &about, &records));
-            if let Some(export) = export {
+            if let Some((export, on_socket)) = export {
                 tokio::spawn(async move {
                     export.await;
                     drop(entered);
                 });
+                // Until the request is on the socket, so that a frozen
+                // environment holds it in the kernel; never for an answer.
+                let _ = tokio::time::timeout(HANDOFF_LIMIT, on_socket).await;
             }
             result
         })

@@ -76,15 +76,19 @@ impl Outbox {
 
     /// The export of a traced invocation's spans, its server span made from
     /// its `records`: work for after the response, bounded by the
-    /// exporter's timeout. `None` when there is nothing to send, or too many
-    /// exports are already waiting for the collector (then the spans are
-    /// dropped, and that logged once).
+    /// exporter's timeout, and what completes once its request is on the
+    /// socket. `None` when there is nothing to send, or too many exports are
+    /// already waiting for the collector (then the spans are dropped, and
+    /// that logged once).
     pub fn export(
         &'static self,
         collected: Collected,
         invocation: &Invocation,
         records: &[Record],
-    ) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
+    ) -> Option<(
+        impl Future<Output = ()> + Send + 'static + use<>,
+        tokio::sync::oneshot::Receiver<()>,
+    )> {
         #[cfg(feature = "traces")]
         {
             let exporter = self.exporter.as_ref()?;
@@ -93,12 +97,13 @@ impl Outbox {
             let trace_id = collected.context.trace_id;
             let mut spans = collected.spans;
             spans.push(server);
-            Some(exporter.send(slot, trace_id, spans))
+            let (handed_off, on_socket) = tokio::sync::oneshot::channel();
+            Some((exporter.send(slot, trace_id, spans, handed_off), on_socket))
         }
         #[cfg(not(feature = "traces"))]
         {
             let _ = (collected, invocation, records);
-            None::<std::future::Ready<()>>
+            None::<(std::future::Ready<()>, tokio::sync::oneshot::Receiver<()>)>
         }
     }
 

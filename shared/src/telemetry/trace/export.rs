@@ -9,11 +9,18 @@
 //! one log line when it starts and one when it is back, never once per
 //! invocation. The exporter never retries: the next invocation has its own
 //! spans to send.
+//!
+//! An export says when its request has been handed to the socket (its
+//! body, [`Request`], tells a oneshot channel): on classic Lambda the environment may be frozen as soon
+//! as the runtime asks for the next event, and bytes in the kernel's buffer
+//! reach the collector (which runs beside the function, frozen and thawed
+//! with it), while a request still in this process would wait for the next
+//! invocation. The runtime waits for that, briefly; never for the answer.
 
 use super::span::{Kind, Span, Value};
 use crate::config::TracesConfig;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use lambda_http::tracing;
@@ -22,10 +29,13 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status, span, status};
 use prost::Message;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// Exports running at once; past this an invocation's spans are dropped.
 pub const MAX_IN_FLIGHT: usize = 8;
@@ -50,7 +60,7 @@ pub struct Exporter {
     timeout: Duration,
     resource: Resource,
     /// A connection left open by the last export that finished.
-    idle: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Option<SendRequest<Request>>>,
     in_flight: AtomicUsize,
     /// An export failed and no later one succeeded: the outage is logged.
     failing: AtomicBool,
@@ -116,9 +126,19 @@ impl Exporter {
     }
 
     /// Sends `spans` of the trace `trace_id`, within the timeout; the slot
-    /// is given back when this ends.
-    pub async fn send(&self, _slot: Slot<'_>, trace_id: [u8; 16], spans: Vec<Span>) {
-        let body = self.encode(trace_id, spans);
+    /// is given back when this ends. `handed_off` is told when the request
+    /// is on the socket.
+    pub async fn send(
+        &self,
+        _slot: Slot<'_>,
+        trace_id: [u8; 16],
+        spans: Vec<Span>,
+        handed_off: oneshot::Sender<()>,
+    ) {
+        let body = Request {
+            bytes: Some(Bytes::from(self.encode(trace_id, spans))),
+            handed_off: Some(handed_off),
+        };
         let outcome = match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Timeout(self.timeout)),
@@ -146,7 +166,7 @@ impl Exporter {
         }
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<(), Failure> {
+    async fn post(&self, body: Request) -> Result<(), Failure> {
         let kept = lock(&self.idle).take().filter(SendRequest::is_ready);
         let mut sender = match kept {
             Some(sender) => sender,
@@ -155,7 +175,7 @@ impl Exporter {
         let request = hyper::Request::post(&self.path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(Full::new(Bytes::from(body)))
+            .body(body)
             .map_err(|_| Failure::Path)?;
         let response = sender.send_request(request).await.map_err(Failure::Http)?;
         let status = response.status();
@@ -170,7 +190,7 @@ impl Exporter {
         Ok(())
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    async fn connect(&self) -> Result<SendRequest<Request>, Failure> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(Failure::Connect)?;
@@ -205,6 +225,42 @@ impl Exporter {
             }],
         }
         .encode_to_vec()
+    }
+}
+
+/// An export's body: the encoded request, sent in one frame, telling
+/// `handed_off` when the connection takes it to write. Dropped unsent (the
+/// connection failed), it tells nothing, and the waiting side sees the
+/// sender go.
+struct Request {
+    bytes: Option<Bytes>,
+    handed_off: Option<oneshot::Sender<()>>,
+}
+
+impl Body for Request {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = self.bytes.take().map(|bytes| Ok(Frame::data(bytes)));
+        // The connection writes what it takes in the same poll, before any
+        // other task runs on this thread.
+        if let Some(handed_off) = self.handed_off.take() {
+            let _ = handed_off.send(());
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let length = self.bytes.as_ref().map_or(0, Bytes::len);
+        SizeHint::with_exact(u64::try_from(length).unwrap_or(u64::MAX))
     }
 }
 
@@ -264,4 +320,92 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn exporter_to(port: u16) -> Exporter {
+        Exporter::new(&TracesConfig {
+            host: "127.0.0.1".to_owned(),
+            port,
+            authority: format!("localhost:{port}"),
+            path: "/v1/traces".to_owned(),
+            timeout: Duration::from_secs(2),
+            resource: vec![("service.name", "test".to_owned())],
+        })
+    }
+
+    fn span() -> Span {
+        Span {
+            id: [1; 8],
+            parent: [0; 8],
+            name: "GET /users/{id}".into(),
+            kind: Kind::Server,
+            start: 1,
+            end: 2,
+            attributes: vec![("http.route", "/users/{id}".into())],
+            failed: false,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_export_says_it_is_handed_off_only_once_its_request_is_on_the_socket() {
+        // Arrange: a collector that accepts and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let exporter: &'static Exporter =
+            Box::leak(Box::new(exporter_to(listener.local_addr().unwrap().port())));
+        let (handed_off, on_socket) = oneshot::channel();
+
+        // Act: the export in a task of its own; here, only the hand-off.
+        let slot = exporter.reserve().unwrap();
+        tokio::spawn(exporter.send(slot, [7; 16], vec![span()], handed_off));
+        let told = tokio::time::timeout(Duration::from_secs(2), on_socket).await;
+        // No other task runs from here on: what the socket holds was
+        // written before the hand-off was told.
+        let (mut accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut request = vec![0; 64 * 1024];
+        let read = accepted.read(&mut request);
+
+        // Assert
+        assert!(matches!(told, Ok(Ok(()))), "{told:?}");
+        let read = read.expect("the request already on the socket");
+        let text = String::from_utf8_lossy(&request[..read]);
+        assert!(text.starts_with("POST /v1/traces HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("application/x-protobuf"), "{text}");
+        let length: usize = text
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .and_then(|length| length.trim().parse().ok())
+            .expect("a content-length");
+        assert_eq!(
+            read,
+            text.find("\r\n\r\n").unwrap() + 4 + length,
+            "the whole body"
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_export_that_cannot_connect_ends_its_hand_off_at_once() {
+        // Arrange: a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let exporter: &'static Exporter = Box::leak(Box::new(exporter_to(port)));
+        let (handed_off, on_socket) = oneshot::channel();
+
+        // Act
+        let slot = exporter.reserve().unwrap();
+        tokio::spawn(exporter.send(slot, [7; 16], vec![span()], handed_off));
+        let told = tokio::time::timeout(Duration::from_secs(2), on_socket).await;
+
+        // Assert: the sender went with the failed export; nothing waits.
+        assert!(matches!(told, Ok(Err(_))), "{told:?}");
+        assert!(exporter.failing.load(Ordering::Acquire));
+    }
 }
