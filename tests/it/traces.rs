@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use test_support::capture::Captured;
 use test_support::otlp::{Behaviour, Received, Receiver};
-use test_support::runtime_stub::RuntimeStub;
+use test_support::runtime_stub::{Completion, RuntimeStub};
 use test_support::servers::free_port;
 use test_support::{TestEnv, create_user};
 use users_api::AppState;
@@ -88,6 +88,25 @@ impl Sequential {
             stub,
         }
     }
+
+    /// Runs the environment until `count` answers are posted and `spans`
+    /// spans have come (or the limit passed): the answers, and the spans.
+    async fn serve(
+        &mut self,
+        count: usize,
+        spans: usize,
+    ) -> (HashMap<String, Completion>, Vec<Received>) {
+        let (stub, receiver) = (&mut self.stub, &self.receiver);
+        let runtime =
+            users_api::runtime::run(self.state, find_user::handle, std::future::pending());
+        tokio::select! {
+            ended = runtime => panic!("the runtime ended: {ended:?}"),
+            observed = async {
+                let posted = answers(stub, count).await;
+                (posted, receiver.wait_for(spans, LIMIT).await)
+            } => observed,
+        }
+    }
 }
 
 /// The trace id and parent span id, in hex, of the stub's `n`th event.
@@ -111,26 +130,12 @@ fn of_trace<'a>(spans: &'a [Received], trace_id: &str) -> BTreeMap<&'a str, Vec<
 async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_the_invocation() {
     // Arrange: a user, a find-user environment exporting to a receiver.
     // SAFETY: under nextest this test is alone in its process.
-    let Sequential {
-        env,
-        receiver,
-        state,
-        logs,
-        _guard,
-        mut stub,
-    } = unsafe { Sequential::start() }.await;
-    let id = create_user(&env.state, "traced@example.com", "Traced Person").await;
-    let request_id = stub.push(find_event(id));
-    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
+    let mut traced = unsafe { Sequential::start() }.await;
+    let id = create_user(&traced.env.state, "traced@example.com", "Traced Person").await;
+    let request_id = traced.stub.push(find_event(id));
 
     // Act: the miss, then its spans.
-    let (posted, spans) = tokio::select! {
-        ended = runtime => panic!("the runtime ended: {ended:?}"),
-        observed = async {
-            let posted = answers(&mut stub, 1).await;
-            (posted, receiver.wait_for(5, LIMIT).await)
-        } => observed,
-    };
+    let (posted, spans) = traced.serve(1, 5).await;
 
     // Assert: one trace, the invocation's, hanging from its Parent.
     assert_eq!(posted[&request_id].cache.as_deref(), Some("miss"));
@@ -139,7 +144,7 @@ async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_t
         spans.iter().all(|span| span.trace_id == trace_id),
         "{spans:#?}"
     );
-    assert_eq!(receiver.requests(), 1, "one export per invocation");
+    assert_eq!(traced.receiver.requests(), 1, "one export per invocation");
     let named = of_trace(&spans, &trace_id);
     let names: Vec<&str> = named.keys().copied().collect();
     assert_eq!(
@@ -180,7 +185,7 @@ async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_t
         (INTERNAL, server.span_id.as_str())
     );
     assert_eq!(flight.attributes["users_api.flight.led"], "true");
-    let prefix = format!("{}:v5:user:", env.key_prefix);
+    let prefix = format!("{}:v5:user:", traced.env.key_prefix);
     for name in ["lookup", "compare_and_set"] {
         let call = named[name][0];
         assert_eq!(
@@ -220,7 +225,7 @@ async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_t
         assert!(!raw.contains(secret), "an export carries {secret:?}");
     }
     // The log record names the same trace.
-    let records = request_records(&logs.text());
+    let records = request_records(&traced.logs.text());
     assert_eq!(
         records[&request_id]["fields"]["xray_trace_id"],
         xray_root_of(&request_id)
@@ -317,27 +322,14 @@ async fn eight_invocations_at_once_never_mix_their_spans_or_trace_ids() {
 async fn a_sampled_out_invocation_exports_nothing_and_its_record_still_names_its_trace() {
     // Arrange: a sampled-out event, then a sampled one.
     // SAFETY: under nextest this test is alone in its process.
-    let Sequential {
-        env,
-        receiver,
-        state,
-        logs,
-        _guard,
-        mut stub,
-    } = unsafe { Sequential::start() }.await;
-    let id = create_user(&env.state, "sampled@example.com", "Sampled").await;
-    let skipped = stub.push_traced(find_event(id), Some(RuntimeStub::trace_header(1, false)));
-    let sampled = stub.push(find_event(id));
-    let runtime = users_api::runtime::run(state, find_user::handle, std::future::pending());
+    let mut traced = unsafe { Sequential::start() }.await;
+    let id = create_user(&traced.env.state, "sampled@example.com", "Sampled").await;
+    let header = RuntimeStub::trace_header(1, false);
+    let skipped = traced.stub.push_traced(find_event(id), Some(header));
+    let sampled = traced.stub.push(find_event(id));
 
     // Act
-    let (posted, spans) = tokio::select! {
-        ended = runtime => panic!("the runtime ended: {ended:?}"),
-        observed = async {
-            let posted = answers(&mut stub, 2).await;
-            (posted, receiver.wait_for(1, LIMIT).await)
-        } => observed,
-    };
+    let (posted, spans) = traced.serve(2, 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // Assert: only the sampled one's trace reached the receiver.
@@ -350,8 +342,8 @@ async fn a_sampled_out_invocation_exports_nothing_and_its_record_still_names_its
         "{spans:#?}"
     );
     assert!(!spans.iter().any(|span| span.trace_id == skipped_trace));
-    assert_eq!(receiver.requests(), 1);
-    let records = request_records(&logs.text());
+    assert_eq!(traced.receiver.requests(), 1);
+    let records = request_records(&traced.logs.text());
     assert_eq!(
         records[&skipped]["fields"]["xray_trace_id"],
         xray_root_of(&skipped)
