@@ -30,6 +30,15 @@ use uuid::Uuid;
 /// ignores it), to look for in what is exported.
 const DB_PASSWORD: &str = "pg-Pa55word-traces-5c1e";
 
+/// The spans of a find that misses and fills, by name.
+const MISS_SPANS: [&str; 5] = [
+    "GET /users/{id}",
+    "compare_and_set",
+    "flight",
+    "lookup",
+    "select_user",
+];
+
 /// OTLP span kinds.
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
@@ -147,16 +156,7 @@ async fn a_find_miss_exports_one_trace_with_its_redis_and_postgres_spans_under_t
     assert_eq!(traced.receiver.requests(), 1, "one export per invocation");
     let named = of_trace(&spans, &trace_id);
     let names: Vec<&str> = named.keys().copied().collect();
-    assert_eq!(
-        names,
-        [
-            "GET /users/{id}",
-            "compare_and_set",
-            "flight",
-            "lookup",
-            "select_user"
-        ]
-    );
+    assert_eq!(names, MISS_SPANS);
     let server = named["GET /users/{id}"][0];
     assert_eq!(server.kind, SERVER);
     assert_eq!(server.parent, parent);
@@ -300,17 +300,7 @@ async fn eight_invocations_at_once_never_mix_their_spans_or_trace_ids() {
             );
         }
         let names: Vec<&str> = named.keys().copied().collect();
-        assert_eq!(
-            names,
-            [
-                "GET /users/{id}",
-                "compare_and_set",
-                "flight",
-                "lookup",
-                "select_user"
-            ],
-            "trace {n}"
-        );
+        assert_eq!(names, MISS_SPANS, "trace {n}");
         assert_eq!(
             records[request_id]["fields"]["xray_trace_id"],
             xray_root_of(request_id)
