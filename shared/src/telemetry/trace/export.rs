@@ -7,8 +7,9 @@
 //! `OTEL_EXPORTER_OTLP_TIMEOUT`, and at most [`MAX_IN_FLIGHT`] run at once:
 //! a collector that is down or stops answering loses spans, and says so in
 //! one log line when it starts and one when it is back, never once per
-//! invocation. The exporter never retries: the next invocation has its own
-//! spans to send.
+//! invocation. The exporter retries only a kept connection that the
+//! collector closed while it was idle, once, on a new one; anything else
+//! loses the spans, and the next invocation has its own to send.
 //!
 //! An export says when its request has been handed to the socket (its
 //! body, [`Request`], tells a oneshot channel): on classic Lambda the environment may be frozen as soon
@@ -166,12 +167,34 @@ impl Exporter {
         }
     }
 
+    /// POSTs `body` on the kept connection, or a new one. A kept connection
+    /// the collector closed while it was idle (its idle timeout, perhaps
+    /// passed while the environment was frozen) fails before any answer:
+    /// the request goes once more, on a new connection.
     async fn post(&self, body: Request) -> Result<(), Failure> {
-        let kept = lock(&self.idle).take().filter(SendRequest::is_ready);
-        let mut sender = match kept {
-            Some(sender) => sender,
-            None => self.connect().await?,
+        let bytes = body.bytes.clone().unwrap_or_default();
+        let Some(kept) = lock(&self.idle).take().filter(SendRequest::is_ready) else {
+            return self.exchange(self.connect().await?, body).await;
         };
+        match self.exchange(kept, body).await {
+            Err(Failure::Http(_)) => {
+                let again = Request {
+                    bytes: Some(bytes),
+                    handed_off: None,
+                };
+                self.exchange(self.connect().await?, again).await
+            }
+            other => other,
+        }
+    }
+
+    /// One request on `sender`'s connection, and its answer; the
+    /// connection is kept for the next export when it answered well.
+    async fn exchange(
+        &self,
+        mut sender: SendRequest<Request>,
+        body: Request,
+    ) -> Result<(), Failure> {
         let request = hyper::Request::post(&self.path)
             .header(hyper::header::HOST, &self.authority)
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
@@ -407,5 +430,86 @@ mod tests {
         // Assert: the sender went with the failed export; nothing waits.
         assert!(matches!(told, Ok(Err(_))), "{told:?}");
         assert!(exporter.failing.load(Ordering::Acquire));
+    }
+
+    /// A collector that answers the first request of each connection and
+    /// closes the connection, unanswered, on the second, as one whose idle
+    /// timeout passed would: counts of requests answered and dropped.
+    async fn closing_collector() -> (u16, std::sync::Arc<[AtomicUsize; 2]>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts = std::sync::Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let seen = counts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    for request in 0.. {
+                        // One request: its head, then its body.
+                        let mut chunk = [0; 4096];
+                        let length = loop {
+                            let text = String::from_utf8_lossy(&buffer).into_owned();
+                            if let Some(end) = text.find("\r\n\r\n") {
+                                let body: usize = text[..end]
+                                    .lines()
+                                    .find_map(|line| line.strip_prefix("content-length: "))
+                                    .and_then(|length| length.trim().parse().ok())
+                                    .unwrap_or(0);
+                                break end + 4 + body;
+                            }
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                            }
+                        };
+                        while buffer.len() < length {
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+                            }
+                        }
+                        buffer.drain(..length);
+                        if request > 0 {
+                            seen[1].fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        seen[0].fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        (port, counts)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_kept_connection_the_collector_closed_is_replaced_and_the_spans_still_go() {
+        // Arrange
+        let (port, counts) = closing_collector().await;
+        let exporter: &'static Exporter = Box::leak(Box::new(exporter_to(port)));
+        let export = || async {
+            let (handed_off, _on_socket) = oneshot::channel();
+            let slot = exporter.reserve().unwrap();
+            exporter.send(slot, [7; 16], vec![span()], handed_off).await;
+        };
+
+        // Act: the first export opens and keeps a connection; the second
+        // meets it closed.
+        export().await;
+        let kept = lock(&exporter.idle).is_some();
+        export().await;
+
+        // Assert: both exports answered, the second on a new connection,
+        // and nothing failed.
+        assert!(kept, "the first export kept its connection");
+        let answered = counts[0].load(Ordering::SeqCst);
+        let dropped = counts[1].load(Ordering::SeqCst);
+        assert_eq!((answered, dropped), (2, 1));
+        assert!(!exporter.failing.load(Ordering::Acquire));
     }
 }
