@@ -662,8 +662,7 @@ fn tracing_is_off_by_default_without_collector_endpoint_or_x_ray_segments() {
 }
 
 #[test]
-fn tracing_on_gives_every_api_function_the_collector_beside_its_layers_its_endpoint_and_active_tracing()
-{
+fn tracing_on_gives_the_api_functions_the_collector_and_all_the_endpoint_and_active_tracing() {
     for name in [LAMBDA, MANAGED_INSTANCES] {
         // Arrange: with a secret, so that the function has the secrets
         // extension's layer, and the RDS CA bundle's, to keep.
