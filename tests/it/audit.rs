@@ -91,6 +91,16 @@ async fn applied_before(env: &TestEnv) {
     env.pg().execute(&sql, &[]).await.expect("clear records");
 }
 
+/// A world with the auditor on and one user, cached by a find, whose change
+/// records count as applied.
+async fn cached_user(email: &str, name: &str) -> (TestEnv, Uuid) {
+    let env = TestEnv::with_settings(&[AUDIT]).await;
+    let id = create_user(&env.state, email, name).await;
+    found(&env.state, id).await;
+    applied_before(&env).await;
+    (env, id)
+}
+
 /// Runs `sql` in one transaction with the deletion of `id`'s change
 /// records: a change that left no record, as a restore from a snapshot is.
 async fn without_record(env: &TestEnv, id: Uuid, sql: &str) {
@@ -428,10 +438,7 @@ async fn a_user_the_consumer_voided_is_audited_again_after_the_bound_and_its_old
 async fn an_auditor_whose_redis_answers_slowly_backs_off() {
     // Arrange: a cached user; the auditor's Redis behind a proxy that holds
     // every chunk 300 ms each way, within the call's bound.
-    let env = TestEnv::with_settings(&[AUDIT]).await;
-    let id = create_user(&env.state, "slow@example.com", "Slow").await;
-    found(&env.state, id).await;
-    applied_before(&env).await;
+    let (env, _) = cached_user("slow@example.com", "Slow").await;
     let proxy = FaultProxy::start(redis_addr()).await;
     let url = proxy.url("redis", "");
     let auditor = env
@@ -455,10 +462,7 @@ async fn an_auditor_whose_redis_answers_slowly_backs_off() {
 async fn an_auditor_whose_postgres_refuses_backs_off_and_ends_by_its_deadline() {
     // Arrange: a cached user; the auditor's (and its consumer's) Postgres
     // behind a proxy that refuses connections, its Redis as it is.
-    let env = TestEnv::with_settings(&[AUDIT]).await;
-    let id = create_user(&env.state, "pg-down@example.com", "Down").await;
-    found(&env.state, id).await;
-    applied_before(&env).await;
+    let (env, id) = cached_user("pg-down@example.com", "Down").await;
     let proxy = FaultProxy::start(env.postgres_addr()).await;
     let url = env.database_url_through(proxy.port);
     let auditor = env.instance(&[("DATABASE_URL", &url)]).await;
