@@ -32,7 +32,7 @@ pub mod trace;
 pub mod write;
 
 pub use protocol::Protocol;
-pub use scenario::scenarios;
+pub use scenario::{scenario_named, scenarios};
 
 use broken::Broken;
 use find::Find;
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn a_write_that_does_not_wait_for_its_guard_on_the_replica_is_caught() {
         // Arrange
-        let failover = scenarios().into_iter().find(|s| s.name == "failover");
+        let failover = scenario_named(Broken::GuardNotReplicated.scenario());
         let protocol = Protocol::new(
             failover.expect("scenario"),
             Some(Broken::GuardNotReplicated),

@@ -77,6 +77,13 @@ impl Outcome {
 }
 
 /// The systems the check explores, each exhaustively.
+/// The scenario called `name` (a broken variant's, say: `Broken::scenario`).
+pub fn scenario_named(name: &str) -> Option<Scenario> {
+    scenarios()
+        .into_iter()
+        .find(|scenario| scenario.name == name)
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     let base = Scenario {
         name: "api",

@@ -18,7 +18,7 @@ use users_api_model::find::Answer;
 use users_api_model::scenario::WriteKind;
 use users_api_model::system::Action;
 use users_api_model::trace::Effect;
-use users_api_model::{Protocol, scenarios};
+use users_api_model::{Protocol, scenario_named};
 use uuid::Uuid;
 
 /// A model tick on the real clock.
@@ -53,10 +53,7 @@ async fn commit(pg: &tokio_postgres::Client, id: Uuid, kind: WriteKind, version:
 /// Replays `broken`'s counterexample; returns the stale answer it ended
 /// with and what the real Postgres held at that moment.
 async fn replay(broken: Broken) -> (Answer, Option<u8>) {
-    let scenario = scenarios()
-        .into_iter()
-        .find(|scenario| scenario.name == broken.scenario())
-        .expect("its scenario");
+    let scenario = scenario_named(broken.scenario()).expect("its scenario");
     let counterexample = Protocol::new(scenario, Some(broken))
         .check()
         .violation
