@@ -143,7 +143,7 @@ where
             state.telemetry.write(&records);
             let export = collected
                 .zip(about)
-                .and_then(|(collected, about)| state.telemetry.export(collected, &about, &records));
+                .and_then(|(collected, about)| state.telemetry.export(collected, about, &records));
             if let Some((export, on_socket)) = export {
                 tokio::spawn(async move {
                     export.await;

@@ -83,7 +83,7 @@ impl Outbox {
     pub fn export(
         &'static self,
         collected: Collected,
-        invocation: &Invocation,
+        invocation: Invocation,
         records: &[Record],
     ) -> Option<(
         impl Future<Output = ()> + Send + 'static + use<>,

@@ -45,15 +45,11 @@ pub struct Invocation {
 /// already name. From its `record` (route, status, cache outcome, cold
 /// start); an invocation answered without one (a malformed event, a panic)
 /// is named `invocation` and marked failed.
-pub fn server_span(
-    collected: &Collected,
-    invocation: &Invocation,
-    record: Option<&Record>,
-) -> Span {
+pub fn server_span(collected: &Collected, invocation: Invocation, record: Option<&Record>) -> Span {
     let mut attributes: Vec<(&'static str, Value)> = vec![
         ("faas.trigger", "http".into()),
-        ("faas.invocation_id", invocation.request_id.clone().into()),
-        ("cloud.resource_id", invocation.function_arn.clone().into()),
+        ("faas.invocation_id", invocation.request_id.into()),
+        ("cloud.resource_id", invocation.function_arn.into()),
     ];
     let (name, failed) = match record {
         Some(record) => {
