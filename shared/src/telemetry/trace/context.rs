@@ -10,9 +10,6 @@
 //! segment: spans with that trace id and that parent show up in X-Ray under
 //! the invocation.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
-
 /// What the header says about one invocation's trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -49,11 +46,8 @@ impl TraceContext {
     /// A new trace for an invocation Lambda gave none (`cargo lambda`
     /// locally): a root, sampled.
     pub fn fresh() -> Self {
-        let mut trace_id = [0; 16];
-        trace_id[..8].copy_from_slice(&span_id());
-        trace_id[8..].copy_from_slice(&span_id());
         Self {
-            trace_id,
+            trace_id: uuid::Uuid::new_v4().into_bytes(),
             parent: [0; 8],
             sampled: true,
         }
@@ -99,30 +93,11 @@ fn hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(bytes)
 }
 
-/// A new span id: unique in the process and unpredictable across processes
-/// (the W3C and X-Ray rules ask for nothing more). A counter from a random
-/// start, through splitmix64's finaliser, which is a bijection: no two ids
-/// of a process are equal, and none is the invalid all-zero id.
+/// A new span id: random, as the W3C and X-Ray rules ask, from a version 4
+/// UUID's random bits (its fixed version bits make it never zero). Only a
+/// traced invocation draws them, a few per invocation.
 pub fn span_id() -> [u8; 8] {
-    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
-        AtomicU64::new(seed)
-    });
-    let mut id = next.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    loop {
-        let mixed = mix(id);
-        if mixed != 0 {
-            return mixed.to_be_bytes();
-        }
-        id = next.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-    }
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    uuid::Uuid::new_v4().as_u64_pair().0.to_be_bytes()
 }
 
 #[cfg(test)]
